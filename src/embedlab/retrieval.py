@@ -1,0 +1,195 @@
+"""Retrieval: exact dense top-k search and the BM25 lexical baseline, behind one :class:`Retriever` protocol.
+
+:func:`exact_top_k` scores queries against documents in chunks, so memory stays bounded by
+``query_chunk × doc_chunk`` floats whatever the corpus size, and keeps a running top-k per query. Scores are dot
+products; encoders of cosine models return unit vectors, so the dot product is their cosine.
+
+A retriever turns a :class:`~embedlab.data.RetrievalDataset` into a *run* — ``{query_id: {doc_id: score}}``, the
+format the metrics take — plus timings::
+
+    >>> retriever = build_retriever("bm25")
+    >>> result = retriever.retrieve(dataset, k=100)
+    >>> result.run["q1"]   # {doc_id: score, ...}, the 100 best
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedlab.data.dataset import RetrievalDataset
+from embedlab.embedding import EmbeddingCache, count_truncated, embed
+from embedlab.models.catalog import ModelSpec, find_spec, get_spec
+from embedlab.models.encoders import Encoder, Vectors
+from embedlab.models.loading import load_encoder
+
+Run = dict[str, dict[str, float]]
+
+
+def exact_top_k(
+    queries: Vectors,
+    documents: Vectors,
+    k: int,
+    *,
+    query_chunk: int = 1024,
+    doc_chunk: int = 65536,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The ``k`` highest dot-product scores per query, best first, and the documents' row indices.
+
+    Memory is bounded by ``query_chunk × (doc_chunk + k)`` floats. Ties keep the lower document index first.
+    """
+    n_docs = documents.shape[0]
+    k = min(k, n_docs)
+    n_queries = queries.shape[0]
+    top_scores = np.empty((n_queries, k), dtype=np.float32)
+    top_index = np.empty((n_queries, k), dtype=np.int64)
+    for q0 in range(0, n_queries, query_chunk):
+        block = queries[q0 : q0 + query_chunk]
+        best_s = np.full((block.shape[0], 0), -np.inf, dtype=np.float32)
+        best_i = np.zeros((block.shape[0], 0), dtype=np.int64)
+        for d0 in range(0, n_docs, doc_chunk):
+            scores = block @ documents[d0 : d0 + doc_chunk].T
+            cand_s = np.concatenate([best_s, scores], axis=1)
+            cand_i = np.concatenate(
+                [best_i, np.broadcast_to(np.arange(d0, d0 + scores.shape[1]), scores.shape)], axis=1
+            )
+            if cand_s.shape[1] > k:
+                part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+                cand_s = np.take_along_axis(cand_s, part, axis=1)
+                cand_i = np.take_along_axis(cand_i, part, axis=1)
+            best_s, best_i = cand_s, cand_i
+        order = np.lexsort((best_i, -best_s), axis=1)
+        top_scores[q0 : q0 + block.shape[0]] = np.take_along_axis(best_s, order, axis=1)
+        top_index[q0 : q0 + block.shape[0]] = np.take_along_axis(best_i, order, axis=1)
+    return top_scores, top_index
+
+
+@dataclass
+class RetrievalResult:
+    """A run and what it cost. Seconds are wall time; ``cached_documents`` tells whether vectors were reused."""
+
+    run: Run
+    index_seconds: float
+    search_seconds: float
+    documents: int
+    queries: int
+    truncated_documents: int = 0
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.documents / self.index_seconds if self.index_seconds > 0 else float("inf")
+
+
+class Retriever(Protocol):
+    """Anything that ranks a data set's corpus for each of its queries."""
+
+    spec: ModelSpec
+
+    def retrieve(self, dataset: RetrievalDataset, *, k: int, show_progress: bool = False) -> RetrievalResult: ...
+
+
+def _to_run(dataset: RetrievalDataset, scores: NDArray[np.float32], index: NDArray[np.int64]) -> Run:
+    doc_ids = [d.id for d in dataset.corpus]
+    return {
+        query.id: {doc_ids[j]: float(s) for s, j in zip(row_s, row_i, strict=True)}
+        for query, row_s, row_i in zip(dataset.queries, scores, index, strict=True)
+    }
+
+
+class DenseRetriever:
+    """Embeds corpus and queries with an encoder (through the cache) and searches exactly."""
+
+    def __init__(self, encoder: Encoder, *, cache: EmbeddingCache | None = None, batch_size: int = 32):
+        self.encoder = encoder
+        self.spec = encoder.spec
+        self.cache = cache
+        self.batch_size = batch_size
+
+    def embed_corpus(self, dataset: RetrievalDataset, *, show_progress: bool = False) -> Vectors:
+        texts = [d.full_text for d in dataset.corpus]
+        return embed(
+            self.encoder,
+            texts,
+            role="document",
+            cache=self.cache,
+            batch_size=self.batch_size,
+            show_progress=show_progress,
+        )
+
+    def embed_queries(self, dataset: RetrievalDataset, *, show_progress: bool = False) -> Vectors:
+        texts = [q.text for q in dataset.queries]
+        return embed(
+            self.encoder, texts, role="query", cache=self.cache, batch_size=self.batch_size, show_progress=show_progress
+        )
+
+    def retrieve(self, dataset: RetrievalDataset, *, k: int, show_progress: bool = False) -> RetrievalResult:
+        start = time.perf_counter()
+        documents = self.embed_corpus(dataset, show_progress=show_progress)
+        index_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        queries = self.embed_queries(dataset, show_progress=show_progress)
+        scores, index = exact_top_k(queries, documents, k)
+        search_seconds = time.perf_counter() - start
+        truncated = count_truncated(self.encoder, [d.full_text for d in dataset.corpus])
+        return RetrievalResult(
+            run=_to_run(dataset, scores, index),
+            index_seconds=index_seconds,
+            search_seconds=search_seconds,
+            documents=len(dataset.corpus),
+            queries=len(dataset.queries),
+            truncated_documents=truncated,
+            details={"fingerprint": self.encoder.fingerprint, "dim": int(documents.shape[1])},
+        )
+
+
+class BM25Retriever:
+    """BM25 (bm25s, Lucene scoring) over lower-cased words with English stop words removed."""
+
+    def __init__(self, spec: ModelSpec | None = None, *, k1: float = 1.5, b: float = 0.75):
+        self.spec: ModelSpec = spec or get_spec("bm25")
+        self.k1 = k1
+        self.b = b
+
+    def retrieve(self, dataset: RetrievalDataset, *, k: int, show_progress: bool = False) -> RetrievalResult:
+        import bm25s
+
+        start = time.perf_counter()
+        corpus_tokens = bm25s.tokenize(
+            [d.full_text for d in dataset.corpus], stopwords="en", show_progress=show_progress
+        )
+        model = bm25s.BM25(k1=self.k1, b=self.b)
+        model.index(corpus_tokens, show_progress=show_progress)
+        index_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        query_tokens = bm25s.tokenize([q.text for q in dataset.queries], stopwords="en", show_progress=False)
+        k = min(k, len(dataset.corpus))
+        index, scores = model.retrieve(query_tokens, k=k, show_progress=show_progress, n_threads=1)
+        search_seconds = time.perf_counter() - start
+        run: Run = {}
+        doc_ids = [d.id for d in dataset.corpus]
+        for query, row_i, row_s in zip(dataset.queries, index, scores, strict=True):
+            # A score of 0 means no query word matched: not a retrieved document.
+            run[query.id] = {doc_ids[int(j)]: float(s) for j, s in zip(row_i, row_s, strict=True) if s > 0}
+        return RetrievalResult(
+            run=run,
+            index_seconds=index_seconds,
+            search_seconds=search_seconds,
+            documents=len(dataset.corpus),
+            queries=len(dataset.queries),
+        )
+
+
+def build_retriever(
+    name_or_path: str | Path, *, cache: EmbeddingCache | None = None, batch_size: int = 32
+) -> Retriever:
+    """A retriever for a catalog name (``bm25`` is lexical), a local model folder or a hub id."""
+    spec = find_spec(str(name_or_path))
+    if spec is not None and spec.kind == "bm25":
+        return BM25Retriever(spec)
+    return DenseRetriever(load_encoder(name_or_path), cache=cache, batch_size=batch_size)

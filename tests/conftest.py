@@ -1,0 +1,117 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public data sets in ``../shared/data`` (SciFact, STS Benchmark); skips when it is missing."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+# --- models, caches and small real data sets -------------------------------------------------------
+
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from embedlab.data.dataset import RetrievalDataset  # noqa: E402
+from embedlab.models.catalog import ModelSpec  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedlab_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache for the session (unpacked and distilled models, vectors), unless EMBEDLAB_CACHE names one."""
+    given = os.environ.get("EMBEDLAB_CACHE")
+    root = Path(given) if given else tmp_path_factory.mktemp("embedlab-cache")
+    os.environ["EMBEDLAB_CACHE"] = str(root)
+    yield root
+
+
+@pytest.fixture(scope="session")
+def scifact_test(shared_data: Path) -> RetrievalDataset:
+    from embedlab.data.loaders import load_beir
+
+    return load_beir(shared_data / "scifact", split="test")
+
+
+@pytest.fixture(scope="session")
+def scifact_small(scifact_test: RetrievalDataset) -> RetrievalDataset:
+    """40 real SciFact test queries over 300 real abstracts: their relevant ones plus the first others."""
+    queries = scifact_test.queries[:40]
+    relevant = {d for q in queries for d in scifact_test.qrels[q.id]}
+    others = [d for d in scifact_test.corpus if d.id not in relevant][: 300 - len(relevant)]
+    corpus = tuple(d for d in scifact_test.corpus if d.id in relevant or d in others)
+    return RetrievalDataset(
+        name="scifact-small",
+        corpus=corpus,
+        queries=queries,
+        qrels={q.id: dict(scifact_test.qrels[q.id]) for q in queries},
+        source=scifact_test.source,
+        split="test",
+    )
+
+
+class HashingEncoder:
+    """A tiny deterministic bag-of-words encoder for plumbing tests (not a model of meaning)."""
+
+    def __init__(self, dim: int = 64, name: str = "hashing"):
+        self.spec = ModelSpec(
+            name=name,
+            model_id=name,
+            kind="sentence-transformers",
+            dim=dim,
+            parameters=0,
+            max_tokens=8,
+            licence="MIT",
+            size_mb=0.0,
+        )
+        self.calls: list[int] = []
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim or 0
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.spec.name}-{self.dim}"
+
+    def encode(
+        self, texts: Sequence[str], *, role: str, batch_size: int = 32, show_progress: bool = False
+    ) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([len(re.findall(r"\w+", t)) for t in texts], dtype=np.int64)
+
+
+@pytest.fixture
+def hashing_encoder() -> HashingEncoder:
+    return HashingEncoder()
+
+
+@pytest.fixture(scope="session")
+def vector_cache(embedlab_cache: Path):
+    """One embedding cache for the session, so a real model encodes each test text once."""
+    from embedlab.embedding import EmbeddingCache
+
+    return EmbeddingCache(embedlab_cache)

@@ -1,0 +1,69 @@
+"""compare() on real SciFact with real models: sensible figures, per-query scores kept, reports written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from embedlab.embedding import EmbeddingCache
+from embedlab.evaluate.compare import compare, compare_sts, metric_names
+
+
+def test_metric_names_cover_every_family_and_cut_off() -> None:
+    names = metric_names([10, 1])
+    assert names == [
+        "ndcg@1",
+        "ndcg@10",
+        "recall@1",
+        "recall@10",
+        "precision@1",
+        "precision@10",
+        "mrr@1",
+        "mrr@10",
+        "map@1",
+        "map@10",
+    ]
+
+
+def test_compare_dense_and_bm25_on_scifact(scifact_small, vector_cache, tmp_path: Path) -> None:
+    comparison = compare(scifact_small, ["minilm-l6", "bm25"], k_values=(1, 10, 100), cache=vector_cache)
+    by_name = {r.name: r for r in comparison.results}
+    dense = by_name["minilm-l6"]
+    assert set(dense.scores.per_query["ndcg@10"]) == {q.id for q in scifact_small.queries}
+    assert 0.6 < dense.mean("ndcg@10") <= 1.0
+    assert dense.mean("recall@100") >= dense.mean("recall@10") >= dense.mean("recall@1")
+    assert dense.documents_per_second > 0
+    table = str(comparison)
+    assert table.splitlines()[0].split()[:3] == ["model", "ndcg@10", "recall@100"]
+    assert comparison.ranked()[0].name in table.splitlines()[2]
+
+    paths = comparison.write(tmp_path / "out")
+    payload = json.loads(paths["json"].read_text())
+    assert payload["schema_version"] == 1
+    assert payload["dataset"]["content_hash"] == scifact_small.content_hash
+    assert payload["manifest"]["packages"]["sentence-transformers"]
+    assert len(payload["results"][0]["per_query"]["ndcg@10"]) == len(scifact_small.queries)
+    assert "| minilm-l6 |" in paths["markdown"].read_text()
+    trec = (tmp_path / "out" / "runs" / "minilm-l6.trec").read_text().splitlines()
+    assert len(trec) == 100 * len(scifact_small.queries)
+
+
+def test_second_compare_reuses_cached_vectors(scifact_small, vector_cache, embedlab_cache: Path) -> None:
+    first = compare(scifact_small, ["minilm-l6"], k_values=(10,), cache=vector_cache)
+    shards = sorted((embedlab_cache / "embeddings").rglob("*.npz"))
+    second = compare(scifact_small, ["minilm-l6"], k_values=(10,), cache=EmbeddingCache(embedlab_cache))
+    assert second.results[0].scores.means == first.results[0].scores.means
+    assert sorted((embedlab_cache / "embeddings").rglob("*.npz")) == shards  # nothing was encoded again
+
+
+def test_sts_on_real_stsb(shared_data: Path, vector_cache, tmp_path: Path) -> None:
+    from embedlab.data.dataset import ScoredPairs
+    from embedlab.data.loaders import load_sts
+
+    full = load_sts(shared_data / "stsb" / "sts-test.csv")
+    pairs = ScoredPairs(name="stsb-300", pairs=full.pairs[:300], source=full.source)
+    result = compare_sts(pairs, ["minilm-l6"], cache=vector_cache)
+    assert 0.7 < result.results[0].spearman < 1.0
+    assert "minilm-l6" in str(result)
+    payload = json.loads(result.write(tmp_path / "out")["json"].read_text())
+    assert len(payload["results"][0]["similarities"]) == 300
