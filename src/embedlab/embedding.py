@@ -112,7 +112,10 @@ def embed(
         from tqdm.auto import tqdm
 
         progress = tqdm(
-            total=len(missing), desc=f"encode {encoder.spec.name} {role}s", unit=role[0:3], disable=not show_progress
+            total=len(missing),
+            desc=f"encode {encoder.spec.name} {'queries' if role == 'query' else 'documents'}",
+            unit=role[0:3],
+            disable=not show_progress,
         )
         for start in range(0, len(missing), shard_size):
             shard_keys = missing[start : start + shard_size]

@@ -170,7 +170,7 @@ class SentenceTransformerEncoder:
 
     def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
         tokenizer = self.model.tokenizer
-        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return np.array([len(ids) for ids in encoded], dtype=np.int64)
 
 

@@ -1,0 +1,88 @@
+"""The Typer application and what every command shares: one-line user errors, data loading, common options."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from embedlab.errors import EmbedlabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="embedlab",
+    help="Which embedding model should I use for my data, and how much does fine-tuning help?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+BUNDLED = "stdlib-docs"
+
+
+def user_errors(command: F) -> F:
+    """Turn an EmbedlabError into one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EmbedlabError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_k_values(value: str) -> list[int]:
+    try:
+        ks = [int(k) for k in split_list(value)]
+    except ValueError:
+        raise EmbedlabError(f"--k takes whole numbers separated by commas, e.g. 1,3,10,100 (got '{value}')") from None
+    if not ks or min(ks) < 1:
+        raise EmbedlabError(f"--k takes positive whole numbers, e.g. 1,3,10,100 (got '{value}')")
+    return ks
+
+
+def load_retrieval_data(data: str, split: str, allow_unknown_ids: bool = False) -> Any:
+    """The bundled default for ``stdlib-docs``; otherwise a BEIR folder, a pairs file or a folder of documents."""
+    if data == BUNDLED:
+        from embedlab.data.stdlib_docs import load_stdlib_docs
+
+        return load_stdlib_docs()
+    from embedlab.data.loaders import load_dataset
+
+    path = Path(data)
+    if not path.exists():
+        raise EmbedlabError(
+            f"{data}: no such file or folder (fix: give a BEIR folder, a pairs file, "
+            f"a folder of documents, or '{BUNDLED}' for the bundled default)"
+        )
+    return load_dataset(path, split=split, allow_unknown_ids=allow_unknown_ids)
+
+
+def open_cache(cache_dir: Path | None) -> Any:
+    from embedlab.embedding import EmbeddingCache
+    from embedlab.paths import cache_root
+
+    return EmbeddingCache(cache_dir or cache_root())
+
+
+DataOption = Annotated[
+    str, typer.Option("--data", help=f"BEIR folder, pairs file (.jsonl/.csv), folder of documents, or '{BUNDLED}'.")
+]
+ModelsOption = Annotated[
+    str, typer.Option("--models", help="Comma-separated: catalog names (see `embedlab models`), folders, hub ids.")
+]
+OutOption = Annotated[Path, typer.Option("--out", help="Folder for the JSON and Markdown results.")]
+CacheOption = Annotated[
+    Path | None, typer.Option("--cache", help="Embedding cache folder (default: $EMBEDLAB_CACHE or ~/.cache/embedlab).")
+]

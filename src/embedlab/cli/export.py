@@ -1,0 +1,3 @@
+"""embedlab export commands (registered on the shared app)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""embedlab finetune commands (registered on the shared app)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""embedlab select commands (registered on the shared app)."""
+
+from __future__ import annotations
