@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
-DEMO_MODELS ?= minilm-l6,mpnet-base,minilm-l3-onnx,minilm-l6-int8,e5-small-4bit,static-minilm,bm25
+DEMO_MODELS ?= minilm-l6,mpnet-base,minilm-l3-onnx,minilm-l6-int8,static-minilm,bm25
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

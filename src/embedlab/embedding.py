@@ -107,7 +107,9 @@ def embed(
     for key, text in zip(keys, texts, strict=True):
         unique.setdefault(key, text)
     found = cache.get(encoder.fingerprint, list(unique)) if cache is not None else {}
-    missing = [key for key in unique if key not in found]
+    # Longest first, so that each encoder batch pads only to texts of similar length (and a bad memory estimate
+    # shows at once, not at the end).
+    missing = sorted((key for key in unique if key not in found), key=lambda k: -len(unique[k]))
     if missing:
         from tqdm.auto import tqdm
 
@@ -117,13 +119,19 @@ def embed(
             unit=role[0:3],
             disable=not show_progress,
         )
+        # Sub-batches of several encoder batches keep the bar moving; each shard is stored as soon as it is done.
+        step = max(batch_size * 8, 1)
         for start in range(0, len(missing), shard_size):
             shard_keys = missing[start : start + shard_size]
-            vectors = encoder.encode([unique[k] for k in shard_keys], role=role, batch_size=batch_size)
+            parts = []
+            for sub in range(0, len(shard_keys), step):
+                sub_keys = shard_keys[sub : sub + step]
+                parts.append(encoder.encode([unique[k] for k in sub_keys], role=role, batch_size=batch_size))
+                progress.update(len(sub_keys))
+            vectors = np.concatenate(parts)
             if cache is not None:
                 cache.put(encoder.fingerprint, shard_keys, vectors)
             found.update(zip(shard_keys, vectors, strict=True))
-            progress.update(len(shard_keys))
         progress.close()
     if not keys:
         return np.zeros((0, encoder.dim), dtype=np.float32)

@@ -1,0 +1,121 @@
+"""The one configuration object of a fine-tuning run, validated once and saved with every artefact.
+
+:class:`FinetuneConfig` holds every choice :func:`embedlab.finetune.run.finetune` makes. Its defaults are the
+recipe that measured best on 2 CPU cores (see ``NOTES.md``), chosen to be safe on any domain, not tuned to one
+data set:
+
+* **MNRL** (in-batch negatives), batch 32, learning rate 3e-5 with 10% warm-up, up to 3 epochs;
+* **one mined hard negative per pair** from the base model's ranks 10–50, dropping candidates scoring above
+  95% of the positive (a 5% relative margin: likely unjudged relevant documents, i.e. false negatives);
+* **a dev split** (10% of the training queries, 20–100 queries) picks the best epoch — the base model's own dev
+  score included, so a run that only hurts is reported as such;
+* **bfloat16 mixed precision only when a timed step says it is faster** on this CPU;
+* a **time budget** of 15 minutes of training: when the measured estimate exceeds it, fewer steps are run.
+
+Unknown fields are refused (``extra="forbid"``), so a typo in a saved config fails loudly. Example configs are
+short diffs over the defaults::
+
+    >>> config = FinetuneConfig(base="minilm-l6", loss="cached-mnrl", batch_size=128)
+    >>> config.model_dump()["hard_negatives"]
+    1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from embedlab.errors import EmbedlabError
+
+Miner = Literal["model", "bm25"]
+Precision = Literal["auto", "fp32", "bf16"]
+PseudoQueryKind = Literal["title", "cloze"]
+
+
+class FinetuneConfig(BaseModel):
+    """Every setting of a fine-tuning run (see the module docstring for the defaults' reasons)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: str = "minilm-l6"
+    loss: str = "mnrl"
+    matryoshka_dims: tuple[int, ...] = ()
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(32, ge=2)
+    mini_batch_size: int = Field(16, ge=1, description="cached-mnrl: texts per forward pass (GradCache)")
+    learning_rate: float = Field(3e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_seq_length: int | None = Field(None, ge=8, description="None keeps the base model's")
+    seed: int = 0
+
+    # Data and splits
+    train_split: str = "train"
+    test_split: str = "test"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held out when the data has no separate test split")
+    dev_fraction: float = Field(0.1, ge=0, lt=1)
+    dev_min: int = Field(20, ge=0)
+    dev_max: int = Field(100, ge=0)
+    dev_pool: int = Field(30, ge=1, description="base-model candidates per dev query in the dev corpus")
+    allow_test_positives: bool = False
+    pseudo_queries: tuple[PseudoQueryKind, ...] = ("title", "cloze")
+    pseudo_max: int = Field(5000, ge=1)
+    llm_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_max: int = Field(200, ge=1)
+
+    # Hard negatives
+    hard_negatives: int = Field(1, ge=0)
+    miner: Miner = "model"
+    rank_window: tuple[int, int] = (10, 50)
+    relative_margin: float = Field(0.05, ge=0, lt=1)
+    max_negative_score: float | None = None
+
+    # Machine
+    precision: Precision = "auto"
+    time_budget_minutes: float | None = Field(15.0, gt=0)
+    threads: int | None = Field(None, ge=1)
+
+    # Evaluation
+    k_values: tuple[int, ...] = (1, 3, 10, 100)
+    guard_drop_points: float = Field(2.0, ge=0)
+
+    # Linear adapter instead of full fine-tuning
+    adapter: bool = False
+    adapter_epochs: int = Field(30, ge=1)
+    adapter_learning_rate: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        low, high = self.rank_window
+        if not 0 <= low < high:
+            raise ValueError(f"rank_window must be (low, high) with 0 <= low < high, got {self.rank_window}")
+        if self.dev_min > self.dev_max:
+            raise ValueError("dev_min must not exceed dev_max")
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError("matryoshka_dims must be positive")
+        if not self.k_values or min(self.k_values) < 1:
+            raise ValueError("k_values must be positive cut-offs")
+        return self
+
+    @classmethod
+    def create(cls, **settings: Any) -> FinetuneConfig:
+        """Validate ``settings``; a bad value is an :class:`EmbedlabError` naming the field, not a traceback."""
+        try:
+            return cls(**settings)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors()
+            )
+            raise EmbedlabError(f"invalid fine-tuning settings: {problems}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the settings that change the trained model (resume refuses a different one)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,656 @@
+"""The fine-tuning pipeline, end to end: data → splits → pairs → hard negatives → train → before/after → card.
+
+:func:`finetune` is what ``embedlab finetune`` calls. It
+
+1. loads the data: a BEIR folder's train judgements train and its test judgements measure (a data set with one
+   split has a seeded fraction held out; a folder of documents with no queries gets pseudo-queries, some held
+   out); a pair/triplet file and scored pairs add training examples;
+2. applies the split rules of :mod:`embedlab.finetune.splits` and keeps their leakage report;
+3. builds the training examples (:mod:`~embedlab.finetune.pairs`) and mines hard negatives with the base model
+   (:mod:`~embedlab.finetune.negatives`);
+4. trains the whole model (:mod:`~embedlab.finetune.train`) or a linear adapter
+   (:mod:`~embedlab.finetune.adapter`), the dev split choosing the checkpoint;
+5. scores base and fine-tuned model on the held-out test queries with the metrics of ``embedlab compare``
+   (every query, so per-query changes are kept), and, given general-domain scored pairs (``guard``), STS
+   Spearman before and after, with a warning when it drops by more than ``guard_drop_points``;
+6. writes the model folder (with its card), ``finetune.json`` (every figure) and ``finetune.md``.
+
+Example::
+
+    >>> result = finetune("../shared/data/scifact", config=FinetuneConfig(), out=Path("runs/ft"),
+    ...                   guard="../shared/data/stsb")                     # doctest: +SKIP
+    >>> print(result)                                                      # doctest: +SKIP
+    metric      base   fine-tuned  change
+    ----------  -----  ----------  ------
+    ndcg@10     64.51       69.80   +5.29
+    ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedlab.data.dataset import Query, RetrievalDataset, ScoredPairs
+from embedlab.embedding import EmbeddingCache, embed
+from embedlab.errors import DataError, EmbedlabError
+from embedlab.evaluate.compare import metric_names
+from embedlab.evaluate.metrics import RunScores, evaluate_run
+from embedlab.evaluate.sts import sts_correlation
+from embedlab.files import format_table, markdown_table, write_json_atomic, write_text_atomic
+from embedlab.finetune.adapter import LinearAdapter, save_adapter_model, train_adapter
+from embedlab.finetune.card import write_model_card
+from embedlab.finetune.config import FinetuneConfig
+from embedlab.finetune.losses import get_loss, loss_data
+from embedlab.finetune.negatives import MiningReport, mine_hard_negatives
+from embedlab.finetune.pairs import (
+    PSEUDO_QUERY_MAKERS,
+    PairSet,
+    TrainPair,
+    llm_pairs,
+    pairs_from_file,
+    pairs_from_judgements,
+    pairs_from_scored,
+)
+from embedlab.finetune.splits import LeakageReport, Splits, holdout_split, make_splits
+from embedlab.finetune.train import DevSet, base_model_path, train_model
+from embedlab.manifest import build_manifest
+from embedlab.models.encoders import Encoder
+from embedlab.retrieval import Run, exact_top_k
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+Echo = Callable[[str], None]
+HEADLINE = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+
+
+class FinetuneWarning(UserWarning):
+    """A fine-tuned model that may be worse than it looks: general-domain skill lost, or no gain on dev."""
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class GuardResult:
+    """STS Spearman of base and fine-tuned model on general-domain scored pairs."""
+
+    name: str
+    pairs: int
+    before: float
+    after: float
+    limit_points: float
+
+    @property
+    def drop_points(self) -> float:
+        return 100 * (self.before - self.after)
+
+    @property
+    def warning(self) -> bool:
+        return self.drop_points > self.limit_points
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pairs": self.pairs,
+            "before": self.before,
+            "after": self.after,
+            "drop_points": self.drop_points,
+            "limit_points": self.limit_points,
+            "warning": self.warning,
+        }
+
+
+@dataclass
+class FinetuneResult:
+    """Everything a fine-tuning run measured; ``str()`` is the before/after table::
+
+    metric      base   fine-tuned  change
+    ----------  -----  ----------  ------
+    ndcg@10     64.51       69.80   +5.29
+    recall@100  92.52       94.10   +1.58
+    (300 held-out queries: 120 better, 60 worse; STS Spearman 82.03 -> 81.10)
+    """
+
+    config: FinetuneConfig
+    mode: str
+    model_dir: Path
+    base: dict[str, Any]
+    data: dict[str, Any]
+    pairs: PairSet
+    leakage: LeakageReport
+    mining: MiningReport | None
+    training: dict[str, Any]
+    metrics: list[str]
+    before: RunScores
+    after: RunScores
+    guard: GuardResult | None
+    warnings: list[str]
+    manifest: dict[str, Any]
+    wall_seconds: float
+    primary: str = "ndcg@10"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        return [m for m in HEADLINE if m in self.metrics] or self.metrics[:4]
+
+    def delta(self, metric: str | None = None) -> float:
+        metric = metric or self.primary
+        return self.after.means[metric] - self.before.means[metric]
+
+    def per_query_deltas(self, metric: str | None = None) -> dict[str, float]:
+        metric = metric or self.primary
+        before, after = self.before.per_query[metric], self.after.per_query[metric]
+        return {q: after[q] - before[q] for q in before}
+
+    def _delta_counts(self) -> dict[str, int]:
+        deltas = list(self.per_query_deltas().values())
+        return {
+            "improved": sum(d > 1e-12 for d in deltas),
+            "worse": sum(d < -1e-12 for d in deltas),
+            "unchanged": sum(abs(d) <= 1e-12 for d in deltas),
+        }
+
+    def _rows(self) -> list[list[str]]:
+        return [
+            [m, f"{100 * self.before.means[m]:.2f}", f"{100 * self.after.means[m]:.2f}", f"{100 * self.delta(m):+.2f}"]
+            for m in self.headline_metrics
+        ]
+
+    def __str__(self) -> str:
+        counts = self._delta_counts()
+        note = f"{len(self.before.query_ids)} held-out queries: {counts['improved']} better, {counts['worse']} worse"
+        if self.guard:
+            note += f"; STS Spearman {100 * self.guard.before:.2f} -> {100 * self.guard.after:.2f}"
+        table = format_table(["metric", "base", "fine-tuned", "change"], self._rows())
+        return f"{table}\n({note})" + "".join(f"\nwarning: {w}" for w in self.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        deltas = self.per_query_deltas()
+        return {
+            "schema_version": self.manifest["schema_version"],
+            "kind": "finetune",
+            "mode": self.mode,
+            "config": self.config.to_dict(),
+            "base": self.base,
+            "model_dir": str(self.model_dir),
+            "data": self.data,
+            "pairs": self.pairs.to_dict(),
+            "leakage": self.leakage.to_dict(),
+            "mining": self.mining.to_dict() if self.mining else None,
+            "training": self.training,
+            "metrics": self.metrics,
+            "primary": self.primary,
+            "headline_metrics": self.headline_metrics,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "delta": {m: self.delta(m) for m in self.metrics},
+            "per_query": {"metric": self.primary, "deltas": deltas, **self._delta_counts()},
+            "guard": self.guard.to_dict() if self.guard else None,
+            "warnings": self.warnings,
+            "wall_seconds": self.wall_seconds,
+            "manifest": self.manifest,
+            **self.extra,
+        }
+
+    def to_markdown(self) -> str:
+        counts = self._delta_counts()
+        lines = [
+            f"# embedlab finetune — {self.config.base} on {self.data['name']} ({self.mode})",
+            "",
+            f"{len(self.before.query_ids)} held-out test queries (never trained on). Scores ×100.",
+            "",
+            markdown_table(["metric", "base", "fine-tuned", "change"], self._rows()),
+            "",
+            f"Per query ({self.primary}): {counts['improved']} better, {counts['worse']} worse, "
+            f"{counts['unchanged']} unchanged.",
+            "",
+        ]
+        if self.guard:
+            lines += [
+                f"Regression guard ({self.guard.name}): STS Spearman {100 * self.guard.before:.2f} → "
+                f"{100 * self.guard.after:.2f} ({-self.guard.drop_points:+.2f} points).",
+                "",
+            ]
+        lines += [f"**Warning:** {w}" for w in self.warnings] + ([""] if self.warnings else [])
+        lines += [
+            "## Data and splits",
+            "",
+            f"{self.pairs.to_dict()['total']} training examples: "
+            + ", ".join(f"{n} {origin}" for origin, n in self.pairs.counts().items()),
+            "",
+            markdown_table(["leakage check", "count"], self.leakage.rows()),
+            "",
+            f"Verdict: {'clean' if self.leakage.clean else 'LEAKS — test data can reach training'}.",
+            "",
+        ]
+        if self.mining:
+            lines += ["## Hard negatives", "", "```", str(self.mining), "```", ""]
+        lines += [
+            "## Training",
+            "",
+            "```",
+            *(f"{k}: {v}" for k, v in self.training.items() if not isinstance(v, list | dict)),
+            "```",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def write(self, out: Path) -> dict[str, Path]:
+        """``finetune.json`` and ``finetune.md`` in ``out``; the card and JSON inside the model folder."""
+        payload = self.to_dict()
+        write_model_card(self.model_dir, payload)
+        return {
+            "json": write_json_atomic(Path(out) / "finetune.json", payload),
+            "markdown": write_text_atomic(Path(out) / "finetune.md", self.to_markdown()),
+        }
+
+
+# ------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    train: RetrievalDataset
+    test: RetrievalDataset
+    pseudo: tuple[TrainPair, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _pseudo_dataset(base: RetrievalDataset, pairs: Sequence[TrainPair]) -> tuple[RetrievalDataset, list[TrainPair]]:
+    """Pseudo-queries as a judged data set (query ``pq-<n>`` → its source document), and the pairs with ids."""
+    named = [
+        TrainPair(example=p.example, origin=p.origin, query_id=f"pq-{i}", positive_id=p.positive_id,
+                  positive_ids=p.positive_ids)
+        for i, p in enumerate(pairs)
+    ]  # fmt: skip
+    dataset = RetrievalDataset(
+        name=base.name,
+        corpus=base.corpus,
+        queries=tuple(Query(p.query_id, p.example.query) for p in named),
+        qrels={p.query_id: {p.positive_id: 1} for p in named},
+        source=base.source,
+        split="pseudo",
+    )
+    return dataset, named
+
+
+def load_finetune_data(data: str | os.PathLike[str], config: FinetuneConfig, *, echo: Echo = _quiet) -> _Loaded:
+    """Train and test data sets (see :func:`finetune`), with pseudo-query pairs when there are no queries."""
+    from embedlab.data.loaders import load_beir, load_dataset
+
+    path = Path(data)
+    if not path.exists():
+        raise EmbedlabError(f"{data}: no such file or folder (fix: give a BEIR folder, a pairs file or documents)")
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        splits = sorted(p.stem for p in (path / "qrels").glob("*.tsv"))
+        has_train, has_test = config.train_split in splits, config.test_split in splits
+        if has_train and has_test:
+            return _Loaded(load_beir(path, config.train_split), load_beir(path, config.test_split))
+        if not (has_train or has_test):
+            raise DataError(path / "qrels", f"no '{config.train_split}' or '{config.test_split}' judgements",
+                            fix=f"the splits there are: {', '.join(splits) or 'none'}")  # fmt: skip
+        one = load_beir(path, config.train_split if has_train else config.test_split)
+        note = f"one judged split: {round(100 * config.test_fraction)}% of its queries held out for testing"
+        echo(note)
+        train, test = holdout_split(one, fraction=config.test_fraction, seed=config.seed)
+        return _Loaded(train, test, notes=(note,))
+    dataset = load_dataset(path)
+    if dataset.queries:
+        note = f"no separate test split: {round(100 * config.test_fraction)}% of the queries held out for testing"
+        echo(note)
+        train, test = holdout_split(dataset, fraction=config.test_fraction, seed=config.seed)
+        return _Loaded(train, test, notes=(note,))
+    pairs: list[TrainPair] = []
+    per_kind = max(1, config.pseudo_max // max(1, len(config.pseudo_queries)))
+    for kind in config.pseudo_queries:
+        pairs += PSEUDO_QUERY_MAKERS[kind](dataset.corpus, limit=per_kind, seed=config.seed)
+    if len(pairs) < 4:
+        raise EmbedlabError(
+            f"{data}: no queries, and only {len(pairs)} pseudo-queries could be made from the documents "
+            "(fix: give judged queries or a pairs file)"
+        )
+    judged, named = _pseudo_dataset(dataset, pairs)
+    note = f"no queries: {len(named)} pseudo-queries made from the documents ({', '.join(config.pseudo_queries)})"
+    echo(note)
+    train, test = holdout_split(judged, fraction=config.test_fraction, seed=config.seed)
+    return _Loaded(train, test, pseudo=tuple(named), notes=(note,))
+
+
+def _training_pairs(
+    loaded: _Loaded,
+    splits: Splits,
+    config: FinetuneConfig,
+    *,
+    pairs_file: Path | None,
+    scored: ScoredPairs | None,
+) -> PairSet:
+    notes: list[str] = list(loaded.notes)
+    train_ids = {q.id for q in splits.train.queries}
+    if loaded.pseudo:
+        by_id = {p.query_id: p for p in loaded.pseudo}
+        pairs = [by_id[q] for q in train_ids if q in by_id]
+        pairs.sort(key=lambda p: int(p.query_id.split("-")[1]))
+    else:
+        pairs = pairs_from_judgements(splits.train)
+    test_docs = {d for q in splits.test.qrels for d, g in splits.test.qrels[q].items() if g > 0}
+    test_texts = {" ".join(q.text.lower().split()) for q in splits.test.queries}
+    extra: list[TrainPair] = []
+    if pairs_file is not None:
+        extra += pairs_from_file(pairs_file)
+    if config.llm_url:
+        extra += llm_pairs(
+            splits.train.corpus, url=config.llm_url, model=config.llm_model, limit=config.llm_max, seed=config.seed
+        )
+    # The split rules hold for every source: no test query, no test-relevant positive.
+    documents = splits.test.documents_by_id
+    test_positive_texts = {documents[d].full_text for d in test_docs if d in documents}
+    kept_extra = []
+    for pair in extra:
+        if " ".join(pair.example.query.lower().split()) in test_texts:
+            continue
+        if not config.allow_test_positives and (
+            pair.positive_id in test_docs or pair.example.positive in test_positive_texts
+        ):
+            continue
+        kept_extra.append(pair)
+    if len(kept_extra) < len(extra):
+        notes.append(f"{len(extra) - len(kept_extra)} extra pair(s) dropped: a test query or a test-relevant positive")
+    pairs += kept_extra
+    if scored is not None:
+        pairs += pairs_from_scored(scored)
+    if not pairs:
+        raise EmbedlabError("no training examples: give judged training queries, a pairs file or scored pairs")
+    return PairSet(pairs=tuple(pairs), notes=tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _run_from_vectors(dataset: RetrievalDataset, queries: np.ndarray, documents: np.ndarray, depth: int) -> Run:
+    scores, rows = exact_top_k(queries, documents, depth)
+    ids = [d.id for d in dataset.corpus]
+    return {
+        q.id: {ids[int(j)]: float(s) for s, j in zip(srow, jrow, strict=True)}
+        for q, srow, jrow in zip(dataset.queries, scores, rows, strict=True)
+    }
+
+
+def _vectors(
+    encoder: Encoder, dataset: RetrievalDataset, cache: EmbeddingCache | None, show_progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    docs = embed(
+        encoder, [d.full_text for d in dataset.corpus], role="document", cache=cache, show_progress=show_progress
+    )
+    queries = embed(encoder, [q.text for q in dataset.queries], role="query", cache=cache, show_progress=show_progress)
+    return queries, docs
+
+
+def _dev_set(
+    dev: RetrievalDataset, doc_vectors: np.ndarray, query_vectors: np.ndarray, pool: int
+) -> tuple[DevSet, np.ndarray]:
+    """Dev queries over a small corpus: their relevant documents plus the base model's top ``pool`` each."""
+    _, rows = exact_top_k(query_vectors, doc_vectors, pool)
+    keep = set(rows.ravel().tolist())
+    row_of = {d.id: i for i, d in enumerate(dev.corpus)}
+    keep |= {row_of[d] for q in dev.qrels for d in dev.qrels[q] if d in row_of}
+    ordered = sorted(keep)
+    dev_set = DevSet(
+        queries={q.id: q.text for q in dev.queries},
+        corpus={dev.corpus[i].id: dev.corpus[i].full_text for i in ordered},
+        relevant={q: frozenset(d for d, g in dev.qrels[q].items() if g > 0) for q in dev.qrels},
+    )
+    return dev_set, np.asarray(ordered, dtype=np.int64)
+
+
+def _headline(scores: RunScores) -> str:
+    return ", ".join(f"{m} {100 * scores.means[m]:.2f}" for m in HEADLINE if m in scores.means)
+
+
+def _guard(
+    pairs: ScoredPairs,
+    encode_before: Callable[[list[str]], np.ndarray],
+    encode_after: Callable[[list[str]], np.ndarray],
+    limit: float,
+) -> GuardResult:
+    gold = [p.score for p in pairs.pairs]
+    scores = []
+    for encode in (encode_before, encode_after):
+        left, right = encode([p.text1 for p in pairs.pairs]), encode([p.text2 for p in pairs.pairs])
+        scores.append(sts_correlation(np.einsum("ij,ij->i", left, right).tolist(), gold)["spearman"])
+    return GuardResult(name=pairs.name, pairs=len(gold), before=scores[0], after=scores[1], limit_points=limit)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def finetune(
+    data: str | os.PathLike[str],
+    *,
+    config: FinetuneConfig,
+    out: Path,
+    pairs_file: str | os.PathLike[str] | None = None,
+    scored_file: str | os.PathLike[str] | None = None,
+    guard: str | os.PathLike[str] | None = None,
+    export_suspects: Path | None = None,
+    cache: EmbeddingCache | None = None,
+    echo: Echo = _quiet,
+    show_progress: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> FinetuneResult:
+    """Fine-tune ``config.base`` on ``data`` and prove it on held-out queries; see the module docstring.
+
+    ``out`` receives ``model/`` (the fine-tuned sentence-transformers folder), ``work/`` (checkpoints, so an
+    interrupted run resumes), ``finetune.json`` and ``finetune.md``. ``callbacks`` go to the trainer.
+    """
+    from embedlab.data.loaders import load_sts
+    from embedlab.models.loading import load_encoder
+
+    started = time.perf_counter()
+    out = Path(out)
+    spec = get_loss(config.loss)
+    loaded = load_finetune_data(data, config, echo=echo)
+    splits = make_splits(
+        loaded.train,
+        loaded.test,
+        dev_fraction=config.dev_fraction,
+        dev_min=config.dev_min,
+        dev_max=config.dev_max,
+        allow_test_positives=config.allow_test_positives,
+        seed=config.seed,
+    )
+    echo(str(splits.leakage))
+    scored = load_sts(scored_file) if scored_file is not None else None
+    pair_set = _training_pairs(
+        loaded, splits, config, pairs_file=Path(pairs_file) if pairs_file else None, scored=scored
+    )
+    echo(f"{len(pair_set.pairs)} training examples: {pair_set.counts()}")
+
+    encoder = load_encoder(config.base)
+    base_info = encoder.spec.to_dict()
+    metrics = metric_names(config.k_values)
+    depth = max(config.k_values)
+
+    # Base model vectors (through the cache): test evaluation, mining and the dev corpus share them.
+    test_q, test_d = _vectors(encoder, splits.test, cache, show_progress)
+    before = evaluate_run(_run_from_vectors(splits.test, test_q, test_d, depth), splits.test.qrels, metrics)
+    echo(f"base model on {len(splits.test.queries)} held-out queries: {_headline(before)}")
+
+    mining: MiningReport | None = None
+    pairs = list(pair_set.pairs)
+    if config.hard_negatives and spec.data in ("pairs", "triplets", "labelled"):
+        todo = [i for i, p in enumerate(pairs) if not p.example.negatives and p.origin != "scored"]
+        mined = mine_hard_negatives(
+            [pairs[i] for i in todo],
+            splits.train.corpus,
+            n=config.hard_negatives,
+            miner=config.miner,
+            encoder=encoder,
+            cache=cache,
+            rank_window=config.rank_window,
+            relative_margin=config.relative_margin,
+            max_score=config.max_negative_score,
+            show_progress=show_progress,
+        )
+        mining = mined.report
+        echo(str(mining))
+        for i, pair in zip(todo, mined.pairs, strict=True):
+            pairs[i] = pair
+        if export_suspects is not None:
+            mining.write_suspects(export_suspects)
+            echo(f"wrote {len(mining.suspects)} suspected false negatives to {export_suspects}")
+    examples = [p.example for p in pairs]
+    warnings_list: list[str] = []
+
+    dev_q = dev_d = None
+    dev_set: DevSet | None = None
+    if splits.dev.queries:
+        dev_q = embed(encoder, [q.text for q in splits.dev.queries], role="query", cache=cache)
+        dev_d_all = embed(encoder, [d.full_text for d in splits.dev.corpus], role="document", cache=cache)
+        dev_set, dev_rows = _dev_set(splits.dev, dev_d_all, dev_q, config.dev_pool)
+        dev_d = dev_d_all[dev_rows]
+
+    model_dir = out / "model"
+    extra: dict[str, Any] = {}
+    if config.adapter:
+        mode = "adapter"
+        positives = embed(encoder, [ex.positive for ex in examples], role="document", cache=cache)
+        queries = embed(encoder, [ex.query for ex in examples], role="query", cache=cache)
+        n_neg = min(len(ex.negatives) for ex in examples)
+        negatives = None
+        if n_neg:
+            flat = embed(encoder, [n for ex in examples for n in ex.negatives[:n_neg]], role="document", cache=cache)
+            negatives = flat.reshape(len(examples), n_neg, -1)
+        dev_score = None
+        if dev_set is not None and dev_q is not None and dev_d is not None:
+            dev_corpus = RetrievalDataset(
+                name="dev", corpus=tuple(splits.dev.documents_by_id[i] for i in dev_set.corpus),
+                queries=splits.dev.queries, qrels=splits.dev.qrels,
+            )  # fmt: skip
+            dq, dd = dev_q, dev_d
+
+            def dev_score(adapter: LinearAdapter) -> float:
+                run = _run_from_vectors(dev_corpus, adapter.transform(dq), adapter.transform(dd), 10)
+                return evaluate_run(run, dev_corpus.qrels, ["ndcg@10"]).means["ndcg@10"]
+
+        echo(f"training a linear adapter on {len(examples)} pairs of cached vectors")
+        outcome = train_adapter(
+            queries,
+            positives,
+            negatives,
+            epochs=config.adapter_epochs,
+            learning_rate=config.adapter_learning_rate,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            dev_score=dev_score,
+        )
+        save_adapter_model(base_model_path(config.base), outcome.adapter, model_dir)
+        training = outcome.to_dict()
+        after = evaluate_run(
+            _run_from_vectors(splits.test, outcome.adapter.transform(test_q), outcome.adapter.transform(test_d), depth),
+            splits.test.qrels,
+            metrics,
+        )
+
+        def encode_after(texts: list[str]) -> np.ndarray:
+            return outcome.adapter.transform(embed(encoder, texts, role="document", cache=cache))
+
+    else:
+        mode = "full"
+        data_for_loss = loss_data(config.loss, examples)
+        pair_set = PairSet(pairs=tuple(pairs), notes=pair_set.notes + data_for_loss.notes)
+        trained = train_model(
+            config,
+            data_for_loss,
+            dev=dev_set,
+            work_dir=out / "work",
+            model_dir=model_dir,
+            echo=echo,
+            callbacks=callbacks,
+            show_progress=show_progress,
+        )
+        training = trained.to_dict()
+        if trained.kept_base:
+            warnings_list.append("no checkpoint beat the base model on the dev queries: the base model was kept")
+        echo("scoring the fine-tuned model on the held-out queries")
+        tuned = load_encoder(model_dir)
+        tuned_q, tuned_d = _vectors(tuned, splits.test, None, show_progress)
+        after = evaluate_run(_run_from_vectors(splits.test, tuned_q, tuned_d, depth), splits.test.qrels, metrics)
+
+        def encode_after(texts: list[str]) -> np.ndarray:
+            return embed(tuned, texts, role="document")
+
+    guard_result = None
+    if guard is not None:
+        guard_pairs = load_sts(guard)
+        echo(f"regression guard: STS Spearman on {guard_pairs.name}")
+        guard_result = _guard(
+            guard_pairs,
+            lambda texts: embed(encoder, texts, role="document", cache=cache),
+            encode_after,
+            config.guard_drop_points,
+        )
+        if guard_result.warning:
+            message = (
+                f"STS Spearman on {guard_result.name} dropped {guard_result.drop_points:.2f} points "
+                f"({100 * guard_result.before:.2f} -> {100 * guard_result.after:.2f}), more than "
+                f"{config.guard_drop_points:g}: the model lost general-domain skill"
+            )
+            warnings_list.append(message)
+            warnings.warn(message, FinetuneWarning, stacklevel=2)
+
+    data_info = {
+        "name": splits.test.name,
+        "source": str(data),
+        "content_hash": hashlib.sha256(
+            "".join(d.content_hash for d in (loaded.train, loaded.test)).encode()
+            + "".join(sorted(str(p.example) for p in pair_set.pairs if p.origin != "judgements")).encode()
+        ).hexdigest(),
+        "train": splits.train.describe(),
+        "dev": splits.dev.describe(),
+        "test": splits.test.describe(),
+    }
+    wall = time.perf_counter() - started
+    manifest = build_manifest(
+        command="finetune",
+        models=[config.base],
+        data={"content_hash": data_info["content_hash"], "source": str(data)},
+        seed=config.seed,
+        config=config.to_dict(),
+        wall_seconds=wall,
+    )
+    result = FinetuneResult(
+        config=config,
+        mode=mode,
+        model_dir=model_dir,
+        base=base_info,
+        data=data_info,
+        pairs=pair_set,
+        leakage=splits.leakage,
+        mining=mining,
+        training=training,
+        metrics=metrics,
+        before=before,
+        after=after,
+        guard=guard_result,
+        warnings=warnings_list,
+        manifest=manifest,
+        wall_seconds=wall,
+        extra=extra,
+    )
+    result.write(out)
+    return result

@@ -1,0 +1,417 @@
+"""Full fine-tuning with sentence-transformers' ``SentenceTransformerTrainer``, made safe on a small CPU.
+
+:func:`train_model` does, in order:
+
+1. loads the base model (a catalog name, a local folder or a hub id) and the loss from
+   :mod:`embedlab.finetune.losses`; in-batch-negative losses get the ``NO_DUPLICATES`` batch sampler;
+2. **measures** one training step in float32 and in bfloat16 mixed precision on a real batch (forward and
+   backward, no optimiser step, so the model is unchanged) and trains in bfloat16 only if it was faster here —
+   CPUs differ (AVX-512 BF16 helps, no AMX does not), so it is detected, not assumed;
+3. scores the base model on the dev split (which also times one evaluation), **prints the estimated time**, and
+   when it exceeds the time budget, runs fewer steps (and says so);
+4. trains with checkpoints in ``<work>/checkpoints`` (evaluated on the dev split at each one); an interrupted
+   run given the same work folder and settings **resumes from its last checkpoint**;
+5. keeps the checkpoint with the best dev nDCG@10 — the base model counts as a candidate, so a run that only
+   hurt on dev saves the base unchanged and says so — and saves it as a standard sentence-transformers folder.
+
+Example::
+
+    >>> outcome = train_model(config, data, dev=dev_set, work_dir=Path("runs/ft/work"),
+    ...                       model_dir=Path("runs/ft/model"))           # doctest: +SKIP
+    >>> outcome.precision, outcome.steps                                  # doctest: +SKIP
+    ('bf16', 81)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedlab.errors import EmbedlabError, ModelError
+from embedlab.files import write_json_atomic
+from embedlab.finetune.config import FinetuneConfig
+from embedlab.finetune.losses import LossData, build_loss, get_loss
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import TrainerCallback
+
+Echo = Callable[[str], None]
+DEV_METRIC = "eval_dev_cosine_ndcg@10"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DevSet:
+    """Dev queries, a small dev corpus (their relevant documents plus base-model candidates) and judgements."""
+
+    queries: Mapping[str, str]
+    corpus: Mapping[str, str]
+    relevant: Mapping[str, frozenset[str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.queries)
+
+
+@dataclass
+class TrainOutcome:
+    """What training did: precision chosen and why, steps, time, dev scores and the checkpoint kept."""
+
+    model_dir: Path
+    precision: str
+    step_seconds: dict[str, float]
+    steps: int
+    planned_steps: int
+    epochs: float
+    estimated_seconds: float
+    train_seconds: float
+    resumed_from: str | None
+    dev_base: float | None
+    dev_history: list[dict[str, float]] = field(default_factory=list)
+    best_checkpoint: str | None = None
+    kept_base: bool = False
+    budget_note: str | None = None
+    loss_history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def dev_best(self) -> float | None:
+        scores = [h["ndcg@10"] for h in self.dev_history]
+        return max(scores) if scores else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_dir": str(self.model_dir),
+            "precision": self.precision,
+            "step_seconds": self.step_seconds,
+            "steps": self.steps,
+            "planned_steps": self.planned_steps,
+            "epochs": self.epochs,
+            "estimated_seconds": self.estimated_seconds,
+            "train_seconds": self.train_seconds,
+            "resumed_from": self.resumed_from,
+            "dev_base_ndcg@10": self.dev_base,
+            "dev_best_ndcg@10": self.dev_best,
+            "dev_history": self.dev_history,
+            "best_checkpoint": self.best_checkpoint,
+            "kept_base": self.kept_base,
+            "budget_note": self.budget_note,
+            "loss_history": self.loss_history,
+        }
+
+
+def base_model_path(base: str) -> str:
+    """Where the base model's sentence-transformers files are: a packaged catalog model, a folder or a hub id."""
+    from embedlab.models.encoders import SentenceTransformerEncoder
+    from embedlab.models.loading import load_encoder
+
+    encoder = load_encoder(base)
+    if not isinstance(encoder, SentenceTransformerEncoder):
+        raise ModelError(
+            f"'{base}' is a {encoder.spec.kind} model and cannot be fine-tuned here: pick a sentence-transformers "
+            "model (e.g. minilm-l6, mpnet-base, a local folder)"
+        )
+    return encoder.source
+
+
+def load_base_model(config: FinetuneConfig) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(base_model_path(config.base), device="cpu")
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    return model
+
+
+def _dataset(data: LossData) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict(data.columns)
+
+
+def _evaluator(dev: DevSet, batch_size: int) -> Any:
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    return InformationRetrievalEvaluator(
+        queries=dict(dev.queries),
+        corpus=dict(dev.corpus),
+        relevant_docs={q: set(d) for q, d in dev.relevant.items()},
+        name="dev",
+        ndcg_at_k=[10],
+        mrr_at_k=[10],
+        accuracy_at_k=[1],
+        precision_recall_at_k=[10],
+        map_at_k=[100],
+        batch_size=batch_size,
+        write_csv=False,
+    )
+
+
+def measure_step_seconds(
+    model: SentenceTransformer, loss: Any, data: LossData, *, batch_size: int, precisions: Sequence[str]
+) -> dict[str, float]:
+    """Seconds of one forward and backward pass on the first batch, for each precision (best of two).
+
+    No optimiser step is taken and gradients are cleared, so the model is left as it was.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    dataset = _dataset(data)
+    rows = [dataset[i] for i in range(min(batch_size, len(dataset)))]
+    with _temporary_dir() as tmp:
+        args = SentenceTransformerTrainingArguments(output_dir=tmp, use_cpu=True, report_to="none")
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        collate = trainer.data_collator
+        model.train()
+
+        def step(bf16: bool) -> float:
+            batch = collate(rows)
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                value = trainer.compute_loss(model, batch)
+            value.backward()
+            seconds = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+            return seconds
+
+        step(False)  # warm-up: first-call allocations and lazy initialisation
+        timings: dict[str, list[float]] = {p: [] for p in precisions}
+        for _ in range(2):
+            for precision in precisions:
+                timings[precision].append(step(precision == "bf16"))
+        model.zero_grad(set_to_none=True)
+    return {p: min(t) for p, t in timings.items()}
+
+
+class _temporary_dir:
+    def __enter__(self) -> str:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="embedlab-calibrate-")
+        return self._tmp.name
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def train_model(
+    config: FinetuneConfig,
+    data: LossData,
+    *,
+    dev: DevSet | None,
+    work_dir: Path,
+    model_dir: Path,
+    echo: Echo = _quiet,
+    callbacks: Sequence[TrainerCallback] = (),
+    show_progress: bool = False,
+) -> TrainOutcome:
+    """Train, choose the checkpoint on ``dev``, save to ``model_dir``; see the module docstring."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers import TrainerCallback
+
+    from embedlab.models.encoders import cpu_threads
+
+    torch.set_num_threads(config.threads or cpu_threads())
+    if data.rows < 2:
+        raise EmbedlabError(f"{data.rows} training example(s): fine-tuning needs at least 2")
+    spec = get_loss(config.loss)
+    model = load_base_model(config)
+    loss = build_loss(config.loss, model, config)
+    dataset = _dataset(data)
+    batch_size = min(config.batch_size, data.rows)
+
+    checkpoints = work_dir / "checkpoints"
+    state_file = work_dir / "train_state.json"
+    resume = latest_checkpoint(checkpoints)
+    if resume is not None:
+        saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if saved.get("fingerprint") != config.fingerprint or saved.get("rows") != data.rows:
+            echo(f"checkpoints in {checkpoints} are from other settings or data: starting afresh")
+            shutil.rmtree(checkpoints)
+            resume, saved = None, {}
+    else:
+        saved = {}
+
+    # 1. Precision, measured (or kept from the interrupted run, so a resumed run trains the same way).
+    if "precision" in saved:
+        precision, step_seconds = saved["precision"], dict(saved["step_seconds"])
+    else:
+        candidates = (
+            ["fp32"] if config.precision == "fp32" else ["bf16"] if config.precision == "bf16" else ["fp32", "bf16"]
+        )
+        if "bf16" in candidates and not bf16_supported():
+            candidates = ["fp32"]
+        step_seconds = measure_step_seconds(model, loss, data, batch_size=batch_size, precisions=candidates)
+        precision = min(step_seconds, key=lambda p: step_seconds[p])
+    timing = ", ".join(f"{p} {s:.2f} s" for p, s in step_seconds.items())
+    echo(f"one training step of {batch_size}: {timing} -> training in {precision}")
+
+    # 2. Base model on dev (also the cost of one evaluation).
+    evaluator = _evaluator(dev, batch_size=64) if dev else None
+    dev_base: float | None = saved.get("dev_base")
+    eval_seconds = float(saved.get("eval_seconds", 0.0))
+    if evaluator is not None and dev_base is None:
+        start = time.perf_counter()
+        model.eval()
+        dev_base = float(evaluator(model)[evaluator.primary_metric])
+        eval_seconds = time.perf_counter() - start
+        model.train()
+        echo(f"base model on dev ({len(dev.queries)} queries): nDCG@10 {100 * dev_base:.2f}")  # type: ignore[union-attr]
+
+    # 3. The plan and its estimated time.
+    steps_per_epoch = math.ceil(data.rows / batch_size)
+    planned = max(1, math.ceil(steps_per_epoch * config.epochs))
+    n_evals = max(1, round(config.epochs))
+    per_step = step_seconds[precision]
+    estimate = planned * per_step + (n_evals * eval_seconds if evaluator else 0.0)
+    max_steps, budget_note = planned, None
+    if config.time_budget_minutes is not None and estimate > 60 * config.time_budget_minutes:
+        budget = 60 * config.time_budget_minutes - (n_evals * eval_seconds if evaluator else 0.0)
+        max_steps = max(1, min(planned, int(budget / per_step)))
+        budget_note = (
+            f"estimated {_format_seconds(estimate)} exceeds the {config.time_budget_minutes:g} min budget: "
+            f"training {max_steps} of {planned} steps"
+        )
+        estimate = max_steps * per_step + (n_evals * eval_seconds if evaluator else 0.0)
+        echo(budget_note)
+    echo(
+        f"training {data.rows} examples ({data.texts_per_row} texts each), {max_steps} steps of {batch_size} "
+        f"with {spec.name}: estimated {_format_seconds(estimate)}"
+    )
+    write_json_atomic(
+        state_file,
+        {
+            "fingerprint": config.fingerprint,
+            "rows": data.rows,
+            "precision": precision,
+            "step_seconds": step_seconds,
+            "dev_base": dev_base,
+            "eval_seconds": eval_seconds,
+        },
+    )
+
+    # 4. Train with checkpoints.
+    interval = max(1, math.ceil(max_steps / n_evals))
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=max_steps if max_steps < planned else -1,
+        per_device_train_batch_size=batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        bf16=precision == "bf16",
+        batch_sampler=BatchSamplers.NO_DUPLICATES if spec.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps" if evaluator else "no",
+        eval_steps=interval,
+        save_strategy="steps",
+        save_steps=interval,
+        save_total_limit=2,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=DEV_METRIC if evaluator else None,
+        greater_is_better=True,
+        logging_steps=max(1, max_steps // 20),
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=not show_progress,
+    )
+
+    class _FinalCheckpoint(TrainerCallback):
+        """Evaluate and save at the last step too, so it can be chosen and a finished run is complete."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step >= state.max_steps:
+                control.should_save = True
+                control.should_evaluate = evaluator is not None
+            return control
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[_FinalCheckpoint(), *callbacks],
+    )
+    if resume is not None:
+        echo(f"resuming from {resume.name}")
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    train_seconds = time.perf_counter() - start
+
+    history = trainer.state.log_history
+    dev_history = [
+        {"step": float(h["step"]), "epoch": float(h.get("epoch", 0.0)), "ndcg@10": float(h[DEV_METRIC])}
+        for h in history
+        if DEV_METRIC in h
+    ]
+    loss_history = [
+        {"step": float(h["step"]), "loss": float(h["loss"])} for h in history if "loss" in h and "step" in h
+    ]
+    best = trainer.state.best_model_checkpoint
+    kept_base = False
+    outcome_model = trainer.model
+    if dev_base is not None and dev_history and max(h["ndcg@10"] for h in dev_history) <= dev_base:
+        kept_base = True
+        echo(
+            f"no checkpoint beat the base model on dev (base {100 * dev_base:.2f}, best "
+            f"{100 * max(h['ndcg@10'] for h in dev_history):.2f}): saving the base model unchanged"
+        )
+        outcome_model = load_base_model(config)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    outcome_model.save(str(model_dir))
+    return TrainOutcome(
+        model_dir=model_dir,
+        precision=precision,
+        step_seconds=step_seconds,
+        steps=int(trainer.state.global_step),
+        planned_steps=planned,
+        epochs=float(trainer.state.epoch or 0.0),
+        estimated_seconds=estimate,
+        train_seconds=train_seconds,
+        resumed_from=resume.name if resume is not None else None,
+        dev_base=dev_base,
+        dev_history=dev_history,
+        best_checkpoint=Path(best).name if best else None,
+        kept_base=kept_base,
+        budget_note=budget_note,
+        loss_history=loss_history,
+    )
