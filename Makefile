@@ -8,7 +8,7 @@ DEMO_MODELS ?= minilm-l6,mpnet-base,minilm-l3-onnx,minilm-l6-int8,static-minilm,
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,11 @@ $(VENV)/.installed: pyproject.toml requirements/mpnet.txt
 demo: setup
 	$(VENV)/bin/embedlab compare --data stdlib-docs --models $(DEMO_MODELS) --out $(OUT)
 
-test: setup
+# The report test opens the HTML in Debian's headless Chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(VENV)/bin/pytest -q
 
 lint: setup
