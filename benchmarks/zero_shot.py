@@ -19,11 +19,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from embedlab.data.loaders import load_beir, load_sts  # noqa: E402
-from embedlab.embedding import EmbeddingCache  # noqa: E402
-from embedlab.evaluate.compare import compare, compare_sts  # noqa: E402
-from embedlab.files import format_table, write_json_atomic  # noqa: E402
-from embedlab.manifest import build_manifest  # noqa: E402
+from embedlab.data.loaders import load_beir, load_sts
+from embedlab.embedding import EmbeddingCache
+from embedlab.evaluate.compare import compare, compare_sts
+from embedlab.files import format_table, write_json_atomic
+from embedlab.manifest import build_manifest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # MTEB's published test-split figures (../shared/MODELS.md, ../shared/data/README.md).
@@ -35,8 +35,9 @@ PUBLISHED = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="minilm-l6,mpnet-base,minilm-l3-onnx,minilm-l6-int8,e5-small-4bit,"
-                        "static-minilm,bm25")
+    parser.add_argument(
+        "--models", default="minilm-l6,mpnet-base,minilm-l3-onnx,minilm-l6-int8,e5-small-4bit,static-minilm,bm25"
+    )
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--cache", type=Path, default=None, help="reuse this embedding cache (timings then lie)")
     parser.add_argument("--out", type=Path, default=Path("runs/zero-shot"))
@@ -66,20 +67,25 @@ def main() -> None:
             "truncated_documents": retrieval.truncated_documents,
         }
         published = PUBLISHED.get(name, {})
-        rows.append([
-            name,
-            f"{100 * retrieval.mean('ndcg@10'):.2f}",
-            str(published.get("ndcg@10", "-")),
-            f"{100 * retrieval.mean('recall@100'):.2f}",
-            f"{100 * spearman:.2f}" if spearman is not None else "-",
-            str(published.get("spearman", "-")),
-            f"{wall:.0f}",
-            f"{retrieval.documents_per_second:.1f}",
-        ])
-        print(format_table(["model", "nDCG@10", "published", "R@100", "STSb ρ", "published", "wall s", "docs/s"],
-                           rows), flush=True)
-    manifest = build_manifest(command="benchmarks/zero_shot.py", data={
-        "scifact": scifact.describe(), "stsb": stsb.describe()})
+        rows.append(
+            [
+                name,
+                f"{100 * retrieval.mean('ndcg@10'):.2f}",
+                str(published.get("ndcg@10", "-")),
+                f"{100 * retrieval.mean('recall@100'):.2f}",
+                f"{100 * spearman:.2f}" if spearman is not None else "-",
+                str(published.get("spearman", "-")),
+                f"{wall:.0f}",
+                f"{retrieval.documents_per_second:.1f}",
+            ]
+        )
+        print(
+            format_table(["model", "nDCG@10", "published", "R@100", "STSb ρ", "published", "wall s", "docs/s"], rows),
+            flush=True,
+        )
+    manifest = build_manifest(
+        command="benchmarks/zero_shot.py", data={"scifact": scifact.describe(), "stsb": stsb.describe()}
+    )
     write_json_atomic(args.out / "zero_shot.json", {"figures": figures, "manifest": manifest})
     print(json.dumps(manifest["hardware"]))
 

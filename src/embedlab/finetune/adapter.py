@@ -122,7 +122,7 @@ def train_adapter(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         losses.append(total / len(order))
         if dev_score is not None:
             score = dev_score(current())

@@ -49,7 +49,9 @@ class FinetuneConfig(BaseModel):
     learning_rate: float = Field(3e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
-    max_seq_length: int | None = Field(None, ge=8, description="None keeps the base model's")
+    max_seq_length: int | None = Field(
+        None, ge=8, description="tokens per text in training; the saved model keeps the base length"
+    )
     seed: int = 0
 
     # Data and splits
@@ -59,7 +61,7 @@ class FinetuneConfig(BaseModel):
     dev_fraction: float = Field(0.1, ge=0, lt=1)
     dev_min: int = Field(20, ge=0)
     dev_max: int = Field(100, ge=0)
-    dev_pool: int = Field(30, ge=1, description="base-model candidates per dev query in the dev corpus")
+    dev_pool: int = Field(10, ge=1, description="base-model candidates per dev query in the dev corpus")
     allow_test_positives: bool = False
     pseudo_queries: tuple[PseudoQueryKind, ...] = ("title", "cloze")
     pseudo_max: int = Field(5000, ge=1)
@@ -78,6 +80,7 @@ class FinetuneConfig(BaseModel):
     precision: Precision = "auto"
     time_budget_minutes: float | None = Field(15.0, gt=0)
     threads: int | None = Field(None, ge=1)
+    checkpoint_steps: int | None = Field(None, ge=1, description="None: one checkpoint per epoch")
 
     # Evaluation
     k_values: tuple[int, ...] = (1, 3, 10, 100)

@@ -10,9 +10,10 @@ often unjudged relevant documents). A candidate is dropped as a **likely false n
   the answer probably *is* an answer nobody judged); or
 * its score exceeds ``max_score`` (an absolute threshold, off by default).
 
-The first ``n`` surviving candidates, in rank order, become the pair's negatives. :class:`MiningReport` keeps
-the score distributions of positives, kept negatives and dropped candidates, and every dropped candidate as a
-*suspect* for a person to review (:meth:`MiningReport.write_suspects`).
+The first ``n`` surviving candidates, in rank order, become the pair's negatives; a pair left with fewer is
+filled with random corpus documents (never a known positive or a suspect), so every pair has ``n``.
+:class:`MiningReport` keeps the score distributions of positives, kept negatives and dropped candidates,
+and every dropped candidate as a *suspect* for a person to review (:meth:`MiningReport.write_suspects`).
 
 Example::
 
@@ -137,7 +138,8 @@ class MiningReport:
         low, high = self.rank_window
         head = (
             f"hard negatives: {self.n} per pair by {self.miner}, ranks {low + 1}–{high}, "
-            f"{100 * self.relative_margin:g}% margin; {self.pairs_short} of {self.pairs} pairs got fewer"
+            f"{100 * self.relative_margin:g}% margin; "
+            f"{self.pairs_short} of {self.pairs} pairs filled with random documents"
         )
         return head + "\n" + format_table(["scores", "count", "p5", "p50", "p95"], rows)
 
@@ -225,6 +227,7 @@ def mine_hard_negatives(
     max_score: float | None = None,
     batch_size: int = 32,
     show_progress: bool = False,
+    seed: int = 0,
 ) -> MinedPairs:
     """New pairs with up to ``n`` mined negatives each (inputs are not modified); see the module docstring."""
     import time
@@ -246,6 +249,7 @@ def mine_hard_negatives(
     else:
         raise EmbedlabError(f"unknown miner '{miner}': use 'model' or 'bm25'")
 
+    rng = np.random.default_rng(seed)
     mined: list[TrainPair] = []
     suspects: list[Suspect] = []
     kept_scores: list[float] = []
@@ -278,7 +282,17 @@ def mine_hard_negatives(
             if len(negatives) < n:
                 negatives.append(doc.full_text)
                 kept_scores.append(score)
-        short += len(negatives) < n
+        if len(negatives) < n:
+            short += 1
+            # Too few survived the filter: fill with random documents (easy negatives, never known positives or
+            # suspects), so every pair keeps n negatives and a loss's columns stay complete.
+            excluded = known | {s.candidate_id for s in suspects if s.query == pair.example.query}
+            for row in rng.permutation(len(corpus)).tolist():
+                doc = corpus[row]
+                if len(negatives) >= n:
+                    break
+                if doc.id not in excluded and doc.full_text not in negatives and doc.full_text != pair.example.positive:
+                    negatives.append(doc.full_text)
         mined.append(pair.with_negatives(negatives))
     finite_positive = [float(s) for s in positive_scores if np.isfinite(s)]
     report = MiningReport(

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedlab.data.dataset import Query, RetrievalDataset, ScoredPairs
+from embedlab.data.loaders import TrainingExample
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.errors import DataError, EmbedlabError
 from embedlab.evaluate.compare import metric_names
@@ -247,6 +248,38 @@ class FinetuneResult:
         ]
         return "\n".join(lines)
 
+    def add_to_report(self, out: Path) -> dict[str, Path] | None:
+        """Add the before/after section to the report ``embedlab select`` keeps in ``out`` (if there is one)."""
+        from embedlab.report import add_section, load_report
+        from embedlab.report.html import bullets, paragraph, table
+
+        if load_report(out) is None:
+            return None
+        counts = self._delta_counts()
+        lines = [
+            f"{len(self.before.query_ids)} held-out queries: {counts['improved']} better, {counts['worse']} worse "
+            f"({self.primary}).",
+            *([f"STS Spearman {100 * self.guard.before:.2f} -> {100 * self.guard.after:.2f}."] if self.guard else []),
+            *self.warnings,
+        ]
+        html = (
+            paragraph(f"{self.config.base} fine-tuned ({self.mode}, loss {self.config.loss}); scores ×100.")
+            + table(["metric", "base", "fine-tuned", "change"], self._rows())
+            + bullets(lines)
+        )
+        body = markdown_table(["metric", "base", "fine-tuned", "change"], self._rows()) + "\n\n" + " ".join(lines)
+        payload = {
+            "base": self.config.base,
+            "mode": self.mode,
+            "model_dir": str(self.model_dir),
+            "before": dict(self.before.means),
+            "after": dict(self.after.means),
+            "per_query": self._delta_counts(),
+            "guard": self.guard.to_dict() if self.guard else None,
+            "warnings": self.warnings,
+        }
+        return add_section(out, "finetune", payload, body, html, title="Fine-tuning: before and after")
+
     def write(self, out: Path) -> dict[str, Path]:
         """``finetune.json`` and ``finetune.md`` in ``out``; the card and JSON inside the model folder."""
         payload = self.to_dict()
@@ -416,6 +449,13 @@ def _dev_set(
     return dev_set, np.asarray(ordered, dtype=np.int64)
 
 
+def _as_mined(example: TrainingExample) -> TrainingExample:
+    """The example as mining would leave it (with a negative), to check the data fits the loss beforehand."""
+    if example.negatives:
+        return example
+    return TrainingExample(example.query, example.positive, ("(mined)",), example.score)
+
+
 def _headline(scores: RunScores) -> str:
     return ", ".join(f"{m} {100 * scores.means[m]:.2f}" for m in HEADLINE if m in scores.means)
 
@@ -479,6 +519,13 @@ def finetune(
         loaded, splits, config, pairs_file=Path(pairs_file) if pairs_file else None, scored=scored
     )
     echo(f"{len(pair_set.pairs)} training examples: {pair_set.counts()}")
+    will_mine = bool(config.hard_negatives) and spec.data in ("pairs", "triplets", "labelled")
+    if not config.adapter:
+        # Refuse data that does not fit the loss now, not after minutes of encoding and mining.
+        loss_data(
+            config.loss,
+            [_as_mined(p.example) if will_mine and p.origin != "scored" else p.example for p in pair_set.pairs],
+        )
 
     encoder = load_encoder(config.base)
     base_info = encoder.spec.to_dict()
@@ -492,7 +539,7 @@ def finetune(
 
     mining: MiningReport | None = None
     pairs = list(pair_set.pairs)
-    if config.hard_negatives and spec.data in ("pairs", "triplets", "labelled"):
+    if will_mine:
         todo = [i for i, p in enumerate(pairs) if not p.example.negatives and p.origin != "scored"]
         mined = mine_hard_negatives(
             [pairs[i] for i in todo],
@@ -505,6 +552,7 @@ def finetune(
             relative_margin=config.relative_margin,
             max_score=config.max_negative_score,
             show_progress=show_progress,
+            seed=config.seed,
         )
         mining = mined.report
         echo(str(mining))

@@ -124,11 +124,12 @@ def base_model_path(base: str) -> str:
     return encoder.source
 
 
-def load_base_model(config: FinetuneConfig) -> SentenceTransformer:
+def load_base_model(config: FinetuneConfig, *, for_training: bool = True) -> SentenceTransformer:
+    """The base model; for training, truncated to ``config.max_seq_length`` when that is set."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(base_model_path(config.base), device="cpu")
-    if config.max_seq_length:
+    if config.max_seq_length and for_training:
         model.max_seq_length = config.max_seq_length
     return model
 
@@ -162,6 +163,8 @@ def measure_step_seconds(
 ) -> dict[str, float]:
     """Seconds of one forward and backward pass on the first batch, for each precision (best of two).
 
+    With a single precision there is nothing to compare: one step, warm-up included, gives the estimate.
+
     No optimiser step is taken and gradients are cleared, so the model is left as it was.
     """
     import torch
@@ -180,14 +183,16 @@ def measure_step_seconds(
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 value = trainer.compute_loss(model, batch)
+            assert isinstance(value, torch.Tensor)
             value.backward()
             seconds = time.perf_counter() - start
             model.zero_grad(set_to_none=True)
             return seconds
 
-        step(False)  # warm-up: first-call allocations and lazy initialisation
         timings: dict[str, list[float]] = {p: [] for p in precisions}
-        for _ in range(2):
+        if len(precisions) > 1:  # nothing to choose with one precision: one step gives the estimate
+            step(False)  # warm-up: first-call allocations and lazy initialisation
+        for _ in range(2 if len(precisions) > 1 else 1):
             for precision in precisions:
                 timings[precision].append(step(precision == "bf16"))
         model.zero_grad(set_to_none=True)
@@ -248,7 +253,10 @@ def train_model(
     if data.rows < 2:
         raise EmbedlabError(f"{data.rows} training example(s): fine-tuning needs at least 2")
     spec = get_loss(config.loss)
-    model = load_base_model(config)
+    model = load_base_model(config, for_training=False)
+    inference_length = model.max_seq_length
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
     loss = build_loss(config.loss, model, config)
     dataset = _dataset(data)
     batch_size = min(config.batch_size, data.rows)
@@ -324,7 +332,7 @@ def train_model(
     )
 
     # 4. Train with checkpoints.
-    interval = max(1, math.ceil(max_steps / n_evals))
+    interval = config.checkpoint_steps or max(1, math.ceil(max_steps / n_evals))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
@@ -393,7 +401,9 @@ def train_model(
             f"no checkpoint beat the base model on dev (base {100 * dev_base:.2f}, best "
             f"{100 * max(h['ndcg@10'] for h in dev_history):.2f}): saving the base model unchanged"
         )
-        outcome_model = load_base_model(config)
+        outcome_model = load_base_model(config, for_training=False)
+    # Trained on truncated texts (when max_seq_length is set) but used at the base model's full length.
+    outcome_model.max_seq_length = inference_length
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,250 @@
+"""Fine-tuning without training: splits and leakage, loss/data fit, hard-negative filtering, pseudo-queries."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from embedlab.data.dataset import Document, Query, RetrievalDataset
+from embedlab.data.loaders import TrainingExample
+from embedlab.errors import EmbedlabError
+from embedlab.finetune.config import FinetuneConfig
+from embedlab.finetune.losses import get_loss, loss_data, matryoshka_dims
+from embedlab.finetune.negatives import mine_hard_negatives
+from embedlab.finetune.pairs import TrainPair, cloze_pairs, llm_pairs, pairs_from_judgements, title_pairs
+from embedlab.finetune.splits import holdout_split, make_splits
+
+# --- splits ------------------------------------------------------------------------------------------
+
+CORPUS = tuple(Document(f"d{i}", f"document number {i} about topic {i % 3}") for i in range(10))
+
+
+def _dataset(queries: dict[str, str], qrels: dict[str, dict[str, int]], split: str) -> RetrievalDataset:
+    return RetrievalDataset(
+        name="toy",
+        corpus=CORPUS,
+        queries=tuple(Query(q, t) for q, t in queries.items()),
+        qrels=qrels,
+        split=split,
+    )
+
+
+def _leaky_pair() -> tuple[RetrievalDataset, RetrievalDataset]:
+    test = _dataset({"t1": "What is topic one?", "t2": "Topic two please"}, {"t1": {"d1": 1}, "t2": {"d2": 1}}, "test")
+    train = _dataset(
+        {
+            "t1": "same id as a test query",
+            "a": "  what IS topic   one? ",  # the text of a test query, differently spaced and cased
+            "b": "positive is a test document",
+            "c": "one leaky, one clean positive",
+            **{f"q{i}": f"clean query {i}" for i in range(8)},
+        },
+        {
+            "t1": {"d5": 1},
+            "a": {"d6": 1},
+            "b": {"d1": 1},
+            "c": {"d2": 1, "d7": 1},
+            **{f"q{i}": {f"d{3 + i % 7}": 1} for i in range(8)},
+        },
+        "train",
+    )
+    return train, test
+
+
+def test_split_rules_remove_test_queries_and_test_positives() -> None:
+    train, test = _leaky_pair()
+    splits = make_splits(train, test, dev_fraction=0.25, dev_min=2, dev_max=5, seed=0)
+    report = splits.leakage
+    assert report.same_id_as_test == ("t1",)
+    assert report.same_text_as_test == ("a",)
+    assert report.train_judgements_on_test_documents == 2  # b->d1, c->d2
+    assert report.dropped_judgements == 2
+    assert report.queries_left_without_positive == 1  # b lost its only positive
+    assert report.clean
+    used = {q.id for q in splits.train.queries} | {q.id for q in splits.dev.queries}
+    assert used.isdisjoint({"t1", "a", "b"})
+    assert dict(splits.train.qrels.get("c", splits.dev.qrels.get("c", {}))) == {"d7": 1}
+    assert {q.id for q in splits.dev.queries}.isdisjoint({q.id for q in splits.train.queries})
+    positives = {d for q in splits.train.qrels for d in splits.train.qrels[q]}
+    assert positives.isdisjoint({"d1", "d2"})
+    assert "leakage check" in str(report) and "(clean)" in str(report)
+
+
+def test_allowing_test_positives_is_reported_as_a_leak() -> None:
+    train, test = _leaky_pair()
+    splits = make_splits(train, test, dev_fraction=0, allow_test_positives=True, seed=0)
+    assert splits.leakage.dropped_judgements == 0
+    assert not splits.leakage.clean
+    assert "LEAKS" in str(splits.leakage)
+    assert splits.leakage.to_dict()["clean"] is False
+
+
+def test_holdout_split_is_seeded_and_disjoint() -> None:
+    dataset = _dataset({f"q{i}": f"query {i}" for i in range(10)}, {f"q{i}": {"d1": 1} for i in range(10)}, "all")
+    train, test = holdout_split(dataset, fraction=0.2, seed=3)
+    again, _ = holdout_split(dataset, fraction=0.2, seed=3)
+    assert len(test.queries) == 2 and len(train.queries) == 8
+    assert {q.id for q in train.queries}.isdisjoint({q.id for q in test.queries})
+    assert [q.id for q in train.queries] == [q.id for q in again.queries]
+
+
+# --- losses ------------------------------------------------------------------------------------------
+
+PAIRS = [TrainingExample("q1", "p1"), TrainingExample("q2", "p2")]
+SCORED = [TrainingExample("a", "b", score=4.0), TrainingExample("c", "d", score=1.0)]
+WITH_NEGATIVES = [TrainingExample("q1", "p1", ("n1", "n2")), TrainingExample("q2", "p2", ("n3",))]
+
+
+@pytest.mark.parametrize(
+    ("loss", "examples", "needle"),
+    [
+        ("cosent", PAIRS, "needs a similarity score"),
+        ("cosine", PAIRS, "needs a similarity score"),
+        ("triplet", PAIRS, "needs a negative"),
+        ("mnrl", SCORED, "scored pair"),
+        ("contrastive", SCORED, "0/1 labels"),
+        ("online-contrastive", PAIRS, "labelled 0/1"),
+    ],
+)
+def test_data_that_does_not_fit_the_loss_is_refused(loss: str, examples: list[TrainingExample], needle: str) -> None:
+    with pytest.raises(EmbedlabError, match=needle):
+        loss_data(loss, examples)
+
+
+def test_loss_columns() -> None:
+    mnrl = loss_data("mnrl", WITH_NEGATIVES)
+    assert list(mnrl.columns) == ["anchor", "positive", "negative_1"]  # the fewest negatives any example has
+    assert mnrl.notes
+    cosent = loss_data("matryoshka:cosent", SCORED)
+    assert cosent.columns["score"] == [1.0, 0.25]  # 0–5 style scores rescaled to [0, 1]
+    labelled = loss_data("contrastive", WITH_NEGATIVES)
+    assert labelled.columns["label"] == [1, 0, 0, 1, 0]
+    assert get_loss("matryoshka:mnrl").in_batch_negatives
+    assert matryoshka_dims(384) == [384, 192, 96, 48]
+    with pytest.raises(EmbedlabError, match="did you mean mnrl"):
+        get_loss("mnlr")
+
+
+def test_config_is_validated_once() -> None:
+    with pytest.raises(EmbedlabError, match="rank_window"):
+        FinetuneConfig.create(rank_window=(50, 10))
+    with pytest.raises(EmbedlabError, match="learning_rat: Extra inputs"):
+        FinetuneConfig.create(learning_rat=1e-5)
+    config = FinetuneConfig.create(epochs=1)
+    assert config.fingerprint != FinetuneConfig().fingerprint
+
+
+# --- hard negatives ----------------------------------------------------------------------------------
+
+
+def test_mining_drops_likely_false_negatives(hashing_encoder: Any) -> None:
+    query = "aspirin lowers the risk of heart attack in adults"
+    corpus = (
+        Document("pos", "aspirin lowers the risk of heart attack in adults over fifty"),
+        # An unjudged near-duplicate of the answer: the miner must not use it as a negative.
+        Document("dup", "aspirin lowers the risk of heart attack in adults over sixty"),
+        Document("near", "aspirin and the heart in older patients"),
+        *(Document(f"o{i}", f"unrelated text about rivers mountains {i} weather") for i in range(6)),
+    )
+    pair = TrainPair(TrainingExample(query, corpus[0].full_text), "judgements", "q", "pos", frozenset({"pos"}))
+    mined = mine_hard_negatives([pair], corpus, n=1, encoder=hashing_encoder, rank_window=(0, 9), relative_margin=0.05)
+    negatives = mined.pairs[0].example.negatives
+    assert negatives == (corpus[2].full_text,)
+    assert [s.candidate_id for s in mined.report.suspects] == ["dup"]
+    assert mined.report.suspects[0].score > 0.95 * mined.report.suspects[0].positive_score
+    assert pair.example.negatives == ()  # the input is not modified
+    strict = mine_hard_negatives([pair], corpus, n=1, encoder=hashing_encoder, rank_window=(0, 9), max_score=0.3)
+    assert "near" in {s.candidate_id for s in strict.report.suspects}
+    assert strict.report.to_dict()["scores"]["dropped"]["count"] >= 2
+
+
+# --- pseudo-queries ----------------------------------------------------------------------------------
+
+
+def test_pseudo_queries_from_real_abstracts(scifact_small: RetrievalDataset) -> None:
+    titles = title_pairs(scifact_small.corpus, limit=20, seed=0)
+    cloze = cloze_pairs(scifact_small.corpus, limit=20, seed=0)
+    assert len(titles) == 20 and len(cloze) >= 15
+    docs = scifact_small.documents_by_id
+    for pair in titles:
+        assert pair.example.query == docs[pair.positive_id].title.strip()
+        assert pair.example.query not in pair.example.positive
+    for pair in cloze:
+        assert pair.example.query in docs[pair.positive_id].text.replace("\n", " ") or len(pair.example.query) > 10
+        assert pair.example.query not in pair.example.positive  # the sentence is taken out of its passage
+    judged = pairs_from_judgements(scifact_small)
+    assert len(judged) == sum(len(d) for d in scifact_small.qrels.values())
+
+
+@pytest.fixture
+def chat_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append({"path": self.path, "body": body})
+            passage = body["messages"][-1]["content"].split("Passage:\n", 1)[1]
+            answer = {"choices": [{"message": {"role": "assistant", "content": f'"what about {passage.split()[0]}?"'}}]}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_llm_pseudo_queries_from_an_openai_compatible_endpoint(
+    chat_server: tuple[str, list[dict[str, Any]]], scifact_small: RetrievalDataset
+) -> None:
+    url, received = chat_server
+    pairs = llm_pairs(scifact_small.corpus, url=url, model="tiny", limit=3, seed=0)
+    assert len(pairs) == 3 and len(received) == 3
+    assert all(r["path"] == "/v1/chat/completions" and r["body"]["model"] == "tiny" for r in received)
+    docs = scifact_small.documents_by_id
+    for pair in pairs:
+        assert pair.origin == "llm"
+        assert pair.example.query == f"what about {docs[pair.positive_id].full_text.split()[0]}?"
+
+
+def test_unreachable_llm_endpoint_is_a_user_error(scifact_small: RetrievalDataset) -> None:
+    with pytest.raises(EmbedlabError, match="endpoint"):
+        llm_pairs(scifact_small.corpus, url="http://127.0.0.1:9/v1", model="x", limit=1, timeout=2)
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--loss", "mnlr"], "did you mean mnrl"),
+        (["--rank-window", "50-10"], "rank_window"),
+        (["--data", "/no/such/folder"], "no such file or folder"),
+    ],
+)
+def test_cli_bad_input_is_one_line(tmp_path: Any, shared_data: Any, extra: list[str], needle: str) -> None:
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    args = ["finetune", "--data", str(shared_data / "scifact"), "--out", str(tmp_path), *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.startswith("error:") and needle in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,176 @@
+"""Real fine-tuning with the packaged all-MiniLM-L6-v2 on real SciFact text: kept tiny (tens of pairs, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from transformers import TrainerCallback
+
+from embedlab.data.dataset import RetrievalDataset
+from embedlab.embedding import EmbeddingCache, embed
+from embedlab.errors import EmbedlabError
+from embedlab.finetune.adapter import save_adapter_model, train_adapter
+from embedlab.finetune.config import FinetuneConfig
+from embedlab.finetune.losses import loss_data
+from embedlab.finetune.pairs import pairs_from_judgements
+from embedlab.finetune.train import base_model_path, train_model
+from embedlab.models.loading import load_encoder
+
+pytestmark = pytest.mark.slow
+
+TINY = {"batch_size": 8, "max_seq_length": 64, "precision": "fp32", "time_budget_minutes": None, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def small_beir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A BEIR folder of real SciFact: 24 train and 8 test queries over 80 abstracts."""
+    source = shared_data / "scifact"
+    out = tmp_path_factory.mktemp("scifact-tiny")
+
+    def qrels(split: str) -> dict[str, dict[str, str]]:
+        table: dict[str, dict[str, str]] = {}
+        for line in (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
+            q, d, s = line.split("\t")
+            table.setdefault(q, {})[d] = s
+        return table
+
+    train, test = qrels("train"), qrels("test")
+    train_ids, test_ids = list(train)[:24], list(test)[:8]
+    needed = {d for q in train_ids for d in train[q]} | {d for q in test_ids for d in test[q]}
+    docs = [json.loads(line) for line in (source / "corpus.jsonl").open()]
+    kept = [d for d in docs if d["_id"] in needed]
+    kept += [d for d in docs if d["_id"] not in needed][: 80 - len(kept)]
+    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
+    queries = {json.loads(line)["_id"]: line for line in (source / "queries.jsonl").open()}
+    (out / "queries.jsonl").write_text("".join(queries[q] for q in train_ids + test_ids))
+    (out / "qrels").mkdir()
+    for split, table, ids in (("train", train, train_ids), ("test", test, test_ids)):
+        rows = "".join(f"{q}\t{d}\t{s}\n" for q in ids for d, s in table[q].items())
+        (out / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return out
+
+
+def _cosines(model: Any, pairs: list[tuple[str, str]]) -> np.ndarray:
+    model.max_seq_length = 64  # as trained; keeps the check quick
+    left = model.encode([a for a, _ in pairs], normalize_embeddings=True)
+    right = model.encode([b for _, b in pairs], normalize_embeddings=True)
+    return np.einsum("ij,ij->i", left, right)
+
+
+def test_cli_finetune_end_to_end(small_beir: Path, tmp_path: Path, shared_data: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    out = tmp_path / "ft"
+    guard = tmp_path / "guard.tsv"
+    sts_lines = (shared_data / "stsb" / "sts-test.csv").read_text(encoding="utf-8").splitlines()[:60]
+    guard.write_text("sentence1\tsentence2\tscore\n" + "".join(
+        f"{f[5]}\t{f[6]}\t{f[4]}\n" for f in (line.split("\t") for line in sts_lines)
+    ))  # fmt: skip
+    args = ["finetune", "--data", str(small_beir), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+            "--max-seq-length", "64", "--precision", "fp32", "--time-budget", "0", "--guard", str(guard),
+            "--export-suspects", str(tmp_path / "suspects.jsonl")]  # fmt: skip
+    from embedlab.report import add_section, load_report
+
+    add_section(out, "selection", {"winner": "minilm-l6"}, "minilm-l6 wins.", "<p>minilm-l6 wins.</p>")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = load_report(out)
+    assert report is not None and [s.name for s in report.sections] == ["selection", "finetune"]
+    assert "Fine-tuning" in (out / "report.html").read_text()
+    assert "fine-tuned" in result.stdout and "estimated" in result.output
+
+    payload = json.loads((out / "finetune.json").read_text())
+    assert payload["leakage"]["clean"] and payload["config"]["hard_negatives"] == 1
+    assert payload["mining"]["pairs"] == payload["pairs"]["total"]
+    assert (tmp_path / "suspects.jsonl").exists()
+    deltas = payload["per_query"]["deltas"]
+    assert len(deltas) == payload["data"]["test"]["queries"] == 8
+    assert payload["guard"]["pairs"] == 60 and -1 <= payload["guard"]["after"] <= 1
+    assert payload["manifest"]["schema_version"] and payload["training"]["steps"] >= 1
+    assert (out / "finetune.md").read_text().startswith("# embedlab finetune")
+
+    # A standard folder: plain sentence-transformers and embedlab both load it; the card is inside.
+    model_dir = out / "model"
+    card = (model_dir / "README.md").read_text()
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card and "Held-out evaluation" in card
+    tuned = SentenceTransformer(str(model_dir), device="cpu")
+    base = SentenceTransformer(base_model_path("minilm-l6"), device="cpu")
+    assert tuned.max_seq_length == base.max_seq_length  # trained at 64 tokens, used at the base length
+    changed = [
+        not np.allclose(a.detach().numpy(), b.detach().numpy())
+        for a, b in zip(tuned.parameters(), base.parameters(), strict=True)
+    ]
+    assert any(changed)
+    encoder = load_encoder(model_dir)
+    assert encoder.encode(["a claim"], role="query").shape == (1, 384)
+
+
+def test_training_raises_held_in_similarity_and_resumes(small_beir: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from embedlab.data.loaders import load_beir
+
+    train = load_beir(small_beir, "train")
+    pairs = pairs_from_judgements(train)[:8]
+    data = loss_data("mnrl", [p.example for p in pairs])
+    config = FinetuneConfig.create(epochs=2, learning_rate=1e-4, checkpoint_steps=1, **{**TINY, "batch_size": 4})
+
+    class Interrupt(Exception):
+        pass
+
+    class StopAfter(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= 2:
+                raise Interrupt
+
+    work, model_dir = tmp_path / "work", tmp_path / "model"
+    with pytest.raises(Interrupt):
+        train_model(config, data, dev=None, work_dir=work, model_dir=model_dir, callbacks=[StopAfter()])
+    assert not model_dir.exists()
+    outcome = train_model(config, data, dev=None, work_dir=work, model_dir=model_dir)
+    assert outcome.resumed_from == "checkpoint-2"
+    assert outcome.steps == 4 and outcome.precision == "fp32"
+
+    held_in = [(p.example.query, p.example.positive) for p in pairs]
+    before = _cosines(SentenceTransformer(base_model_path("minilm-l6"), device="cpu"), held_in)
+    after = _cosines(SentenceTransformer(str(model_dir), device="cpu"), held_in)
+    assert after.mean() > before.mean()
+
+
+def test_loss_mismatch_fails_before_training(small_beir: Path, tmp_path: Path) -> None:
+    from embedlab.finetune.run import finetune
+
+    config = FinetuneConfig.create(loss="cosent", **TINY)
+    with pytest.raises(EmbedlabError, match="needs a similarity score"):
+        finetune(small_beir, config=config, out=tmp_path / "x")
+    assert not (tmp_path / "x" / "model").exists()
+
+
+def test_adapter_trains_a_linear_map_over_cached_vectors(
+    scifact_small: RetrievalDataset, vector_cache: EmbeddingCache, tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder("minilm-l6")
+    pairs = pairs_from_judgements(scifact_small)[:24]
+    queries = embed(encoder, [p.example.query for p in pairs], role="query", cache=vector_cache)
+    positives = embed(encoder, [p.example.positive for p in pairs], role="document", cache=vector_cache)
+    outcome = train_adapter(queries, positives, epochs=40, learning_rate=2e-3, batch_size=8, seed=0)
+    adapter = outcome.adapter
+    base_cos = np.einsum("ij,ij->i", queries, positives)
+    tuned_cos = np.einsum("ij,ij->i", adapter.transform(queries), adapter.transform(positives))
+    assert tuned_cos.mean() > base_cos.mean()
+    assert not np.allclose(adapter.weight, np.eye(384))
+
+    model_dir = save_adapter_model(base_model_path("minilm-l6"), adapter, tmp_path / "adapted")
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    text = [pairs[0].example.query]
+    expected = adapter.transform(encoder.encode(text, role="query"))
+    assert np.allclose(model.encode(text, normalize_embeddings=False), expected, atol=1e-4)
