@@ -115,3 +115,49 @@ def vector_cache(embedlab_cache: Path):
     from embedlab.embedding import EmbeddingCache
 
     return EmbeddingCache(embedlab_cache)
+
+
+# --- embedlab select: one real selection shared by tests/test_select.py and tests/test_report_html.py ---------
+
+
+@pytest.fixture(scope="session")
+def small_selection(scifact_small, vector_cache, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``select`` on scifact_small with the real minilm-l6 (BM25 and the hybrid are added), written once.
+
+    Returns ``(selection, out_folder)``; cost is measured on a small sample (8 documents, 4 queries).
+    """
+    from embedlab.select import SelectConfig, select
+
+    out = tmp_path_factory.mktemp("select") / "out"
+    config = SelectConfig(models=("minilm-l6",), cost_documents=8, cost_queries=4, resamples=1000)
+    selection = select(scifact_small, config, cache=vector_cache, data_ref=str(shared_data / "scifact"), out=out)
+    selection.write(out)
+    return selection, out
+
+
+# --- embedlab index / serve: the real minilm-l6 and one flat FAISS index of scifact_small ---------------------
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder():
+    """The packaged all-MiniLM-L6-v2, loaded once for the session."""
+    from embedlab.models.loading import load_encoder
+
+    return load_encoder("minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def scifact_small_flat_index(scifact_small, minilm_encoder, vector_cache, tmp_path_factory: pytest.TempPathFactory):
+    """An exact (flat) FAISS index of scifact_small built with minilm-l6; returns its folder."""
+    from embedlab.index import IndexConfig, build_index
+
+    out = tmp_path_factory.mktemp("index") / "scifact-small-flat"
+    build_index(scifact_small, minilm_encoder, out=out, store="faiss", config=IndexConfig(), cache=vector_cache)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def float32_backend_in_cli() -> None:
+    """CLI commands default to ``--backend auto`` (a one-off calibration per model and machine); tests run PyTorch
+    float32 unless they name a backend, so they stay deterministic and never calibrate by surprise."""
+    os.environ.setdefault("EMBEDLAB_BACKEND", "torch")

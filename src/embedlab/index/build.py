@@ -1,0 +1,298 @@
+"""Indexing: embed a corpus and upsert it into a vector store in batches — idempotent, resumable, recorded.
+
+:func:`build_index` walks the corpus in batches of ``batch_size`` documents. For each batch it asks the store
+which ids it already holds and with which content hash (SHA-256 of id, title, text and payload); only new or
+changed documents are embedded (through the :class:`~embedlab.embedding.EmbeddingCache`, so vectors that
+``embedlab compare`` computed are reused), truncated to the index dimension, and upserted with their payload
+(``title``, ``text``, ``source`` and any scalar metadata such as ``page``). Each batch is durable when upserted,
+so an interrupted run resumes where it stopped and a finished one re-runs as a no-op; upserts replace by id, so
+nothing is ever duplicated. Documents that are in the index but no longer in the data are kept and counted as
+``extra``.
+
+The index folder gets ``index.json``, the :class:`IndexManifest`: the store and where it lives, the model (name,
+how to load it again, encoder fingerprint, dimension), the settings asked for and as resolved, the data (name,
+corpus hash), the counts and the wall times, plus :func:`~embedlab.manifest.build_manifest`. It is written
+with ``complete: false`` before the first batch and rewritten with ``complete: true`` at the end; ``embedlab
+serve`` refuses an incomplete index. Re-indexing a folder with another model or other settings is an error
+(use another folder), never a silent mix.
+
+Example::
+
+    >>> manifest = build_index(dataset, "minilm-l6", out=Path("indexes/scifact"), store="faiss",
+    ...                        config=IndexConfig(index="hnsw"), cache=EmbeddingCache(Path(".cache")))
+    >>> print(manifest)
+    store   index               model      documents  added  updated  unchanged  stored
+    faiss   hnsw M32 ef128 d384 minilm-l6       5183   5183        0          0    5183
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from embedlab.data.dataset import Document, RetrievalDataset
+from embedlab.embedding import EmbeddingCache, embed
+from embedlab.errors import EmbedlabError
+from embedlab.files import format_table, write_json_atomic
+from embedlab.index.config import IndexConfig
+from embedlab.index.store import FIELD_NAME, check_supported, get_store_type, open_store
+from embedlab.manifest import SCHEMA_VERSION, build_manifest
+from embedlab.models.catalog import find_spec
+from embedlab.models.encoders import Encoder
+from embedlab.models.loading import load_encoder
+
+MANIFEST_FILE = "index.json"
+
+
+def model_source(encoder: Encoder) -> str:
+    """What :func:`~embedlab.models.loading.load_encoder` needs to load this model again: the catalog name, or the
+    folder / hub id it came from."""
+    return encoder.spec.name if find_spec(encoder.spec.name) is not None else encoder.spec.model_id
+
+
+def describe_model(encoder: Encoder) -> dict[str, Any]:
+    """Name, how to load it again (source and, for models with several runtimes, the backend), fingerprint, dim."""
+    backend = getattr(encoder, "resolved_backend", None) or getattr(encoder, "backend", None)
+    return {
+        "name": encoder.spec.name,
+        "source": model_source(encoder),
+        "backend": backend if isinstance(backend, str) else None,
+        "fingerprint": encoder.fingerprint,
+        "dim": encoder.dim,
+    }
+
+
+def document_payload(document: Document, source: str) -> dict[str, Any]:
+    """What a hit carries: scalar metadata (e.g. ``page``, ``chunk``), then ``title``, ``text`` and ``source``."""
+    payload: dict[str, Any] = {
+        key: value
+        for key, value in document.metadata.items()
+        if FIELD_NAME.match(key) and isinstance(value, str | int | float | bool)
+    }
+    payload["title"] = document.title
+    payload["text"] = document.text
+    payload.setdefault("source", source)
+    return payload
+
+
+def content_hash(document: Document, payload: Mapping[str, Any]) -> str:
+    text = json.dumps([document.id, document.title, document.text, dict(payload)], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What an index folder holds and how it was made (``index.json``); see the module docstring.
+
+    ``str(manifest)`` is one table row per index::
+
+        store  index                model      documents  added  updated  unchanged  stored
+        faiss  hnsw M32 ef128 d384  minilm-l6       5183   5183        0          0    5183
+    """
+
+    store: str
+    uri: str | None
+    collection: str
+    model: Mapping[str, Any]
+    config: IndexConfig
+    resolved: IndexConfig
+    data: Mapping[str, Any]
+    counts: Mapping[str, int] = field(default_factory=dict)
+    complete: bool = False
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "index",
+            "store": self.store,
+            "uri": self.uri,
+            "collection": self.collection,
+            "model": dict(self.model),
+            "config": self.config.to_dict(),
+            "resolved": self.resolved.to_dict(),
+            "data": dict(self.data),
+            "counts": dict(self.counts),
+            "complete": self.complete,
+            "seconds": dict(self.seconds),
+            "manifest": dict(self.manifest),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IndexManifest:
+        if data.get("kind") != "index":
+            raise EmbedlabError('not an embedlab index manifest (no "kind": "index")')
+        return cls(
+            store=data["store"],
+            uri=data.get("uri"),
+            collection=data.get("collection", "documents"),
+            model=data["model"],
+            config=IndexConfig.from_dict(data["config"]),
+            resolved=IndexConfig.from_dict(data["resolved"]),
+            data=data["data"],
+            counts=data.get("counts", {}),
+            complete=bool(data.get("complete")),
+            seconds=data.get("seconds", {}),
+            manifest=data.get("manifest", {}),
+        )
+
+    @classmethod
+    def read(cls, folder: Path) -> IndexManifest:
+        path = Path(folder) / MANIFEST_FILE
+        if not path.exists():
+            raise EmbedlabError(f"{folder}: no index here (no {MANIFEST_FILE}; build one with `embedlab index`)")
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbedlabError(f"{path}: unreadable index manifest ({exc}); rebuild the index") from None
+
+    def write(self, folder: Path) -> Path:
+        return write_json_atomic(Path(folder) / MANIFEST_FILE, self.to_dict())
+
+    def _row(self) -> list[str]:
+        counts = self.counts
+        return [
+            self.store,
+            self.resolved.label,
+            str(self.model.get("name", "")),
+            *(str(counts.get(name, 0)) for name in ("documents", "added", "updated", "unchanged", "stored")),
+        ]
+
+    def __str__(self) -> str:
+        headers = ["store", "index", "model", "documents", "added", "updated", "unchanged", "stored"]
+        table = format_table(headers, [self._row()])
+        return table if self.complete else table + "\n(incomplete: re-run the same command to finish)"
+
+
+def _batches(corpus: tuple[Document, ...], size: int) -> list[tuple[Document, ...]]:
+    return [corpus[start : start + size] for start in range(0, len(corpus), size)]
+
+
+def build_index(
+    dataset: RetrievalDataset,
+    model: str | Path | Encoder,
+    *,
+    out: Path,
+    store: str = "faiss",
+    uri: str | None = None,
+    collection: str = "documents",
+    config: IndexConfig | None = None,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 256,
+    encode_batch_size: int = 32,
+    show_progress: bool = False,
+) -> IndexManifest:
+    """Index ``dataset.corpus`` with ``model`` into ``store``; see the module docstring. Returns the manifest."""
+    started = time.perf_counter()
+    config = config or IndexConfig()
+    out = Path(out)
+    if batch_size < 1:
+        raise EmbedlabError(f"batch size must be ≥ 1 (got {batch_size})")
+    if not dataset.corpus:
+        raise EmbedlabError(f"{dataset.name}: the corpus is empty; nothing to index")
+    store = get_store_type(store).name
+    check_supported(store, config)
+    encoder = model if isinstance(model, Encoder) else load_encoder(model)
+    resolved = config.resolved(documents=len(dataset.corpus), model_dim=encoder.dim)
+    source = dataset.name or "data"
+    payloads = [document_payload(d, source) for d in dataset.corpus]
+    hashes = [content_hash(d, p) for d, p in zip(dataset.corpus, payloads, strict=True)]
+    manifest = IndexManifest(
+        store=store,
+        uri=uri,
+        collection=collection,
+        model=describe_model(encoder),
+        config=config,
+        resolved=resolved,
+        data={
+            "name": dataset.name,
+            "source": dataset.source,
+            "documents": len(dataset.corpus),
+            "corpus_hash": hashlib.sha256("".join(hashes).encode()).hexdigest(),
+        },
+    )
+    _check_compatible(out, manifest)
+    manifest.write(out)
+    position = {d.id: i for i, d in enumerate(dataset.corpus)}
+    counts = {"documents": len(dataset.corpus), "added": 0, "updated": 0, "unchanged": 0}
+    seconds = {"encode": 0.0, "upsert": 0.0}
+    vector_store = open_store(
+        store, index_dir=out, uri=uri, collection=collection, config=resolved, dim=resolved.dim or 0, create=True
+    )
+    try:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(
+            total=len(dataset.corpus), desc=f"index {encoder.spec.name}", unit="doc", disable=not show_progress
+        )
+        for batch in _batches(dataset.corpus, batch_size):
+            stored = vector_store.content_hashes(ids=[d.id for d in batch])
+            todo = [d for d in batch if stored.get(d.id) != hashes[position[d.id]]]
+            counts["unchanged"] += len(batch) - len(todo)
+            counts["updated"] += sum(1 for d in todo if d.id in stored)
+            counts["added"] += sum(1 for d in todo if d.id not in stored)
+            if todo:
+                tick = time.perf_counter()
+                vectors = embed(
+                    encoder, [d.full_text for d in todo], role="document", cache=cache, batch_size=encode_batch_size
+                )
+                seconds["encode"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                vector_store.upsert(
+                    ids=[d.id for d in todo],
+                    vectors=resolved.prepare(vectors),
+                    payloads=[payloads[position[d.id]] for d in todo],
+                    content_hashes=[hashes[position[d.id]] for d in todo],
+                )
+                seconds["upsert"] += time.perf_counter() - tick
+            progress.update(len(batch))
+        progress.close()
+        tick = time.perf_counter()
+        vector_store.commit()
+        seconds["commit"] = time.perf_counter() - tick
+        stored_count = vector_store.count()
+        index_bytes = vector_store.size_bytes()
+    finally:
+        vector_store.close()
+    counts["stored"] = stored_count
+    counts["extra"] = max(0, stored_count - len(dataset.corpus))
+    seconds["total"] = time.perf_counter() - started
+    done = replace(
+        manifest,
+        counts=counts,
+        complete=True,
+        seconds=seconds,
+        manifest=build_manifest(
+            command="index",
+            data={"content_hash": dataset.content_hash, "source": dataset.source},
+            index_bytes=index_bytes,
+            wall_seconds=seconds["total"],
+        ),
+    )
+    done.write(out)
+    return done
+
+
+def _check_compatible(out: Path, manifest: IndexManifest) -> None:
+    """An existing index in ``out`` must have been built by the same model, store and settings."""
+    if not (out / MANIFEST_FILE).exists():
+        return
+    existing = IndexManifest.read(out)
+    differences = []
+    if existing.store != manifest.store or existing.uri != manifest.uri or existing.collection != manifest.collection:
+        differences.append(f"store {existing.store} ({existing.uri or 'in the folder'}, {existing.collection})")
+    if existing.model.get("fingerprint") != manifest.model.get("fingerprint"):
+        differences.append(f"model {existing.model.get('name')} (fingerprint {existing.model.get('fingerprint')})")
+    if existing.resolved.build_key() != manifest.resolved.build_key():
+        differences.append(f"settings '{existing.resolved.label}'")
+    if differences:
+        raise EmbedlabError(
+            f"{out}: holds an index built with {'; '.join(differences)}, not with this command's "
+            f"(fix: give another --out folder, or delete {out} to rebuild)"
+        )

@@ -1,0 +1,341 @@
+"""The search service: an index folder behind HTTP (FastAPI), for ``embedlab serve``.
+
+:func:`create_app` opens the index once (:class:`~embedlab.index.searcher.IndexSearcher`: the store and the model
+it was built with) and returns a FastAPI application:
+
+=====================  ========================================================================================
+``POST /search``       ``{"query": "...", "k": 10, "filter": {"source": "a.pdf"}}`` → ``{"hits": [{"id",
+                       "score", "payload"}, ...], "k", "model", "took_ms"}``; hits best first; ``filter`` is
+                       equality on payload fields (optional).
+``POST /embed``        ``{"texts": ["...", ...], "role": "query"}`` → ``{"vectors": [[...]], "dim", "model"}``,
+                       the vectors as the index holds them (truncated to its dimension, unit length).
+``GET /health``        ``{"status": "ok", "documents", "model", "store", "index"}``; never needs the key.
+``GET /docs``          the OpenAPI documentation (``/openapi.json`` is the spec).
+=====================  ========================================================================================
+
+Guards: with ``api_key`` set, ``/search`` and ``/embed`` need the header ``X-API-Key`` (missing: 401, wrong:
+403; compared in constant time). ``k`` is 1…``max_k``, texts 1…``max_query_chars`` characters, ``/embed`` takes
+at most ``max_texts`` texts, filters at most 16 fields (422 otherwise, naming the field); a body over
+``max_body_bytes`` is refused with 413 before it is parsed. Every error is JSON ``{"detail": ...}``; an
+unexpected one is logged server-side and answered ``500 {"detail": "internal server error"}`` with nothing of
+its internals.
+
+Example::
+
+    >>> app = create_app(Path("indexes/scifact"), api_key=os.environ.get("EMBEDLAB_API_KEY"))
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)      # what `embedlab serve` does
+    $ curl -s localhost:8000/search -H 'content-type: application/json' -d '{"query": "vitamin D", "k": 3}'
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from embedlab.errors import EmbedlabError
+from embedlab.index.searcher import IndexSearcher
+from embedlab.index.store import FIELD_NAME
+from embedlab.models.encoders import Encoder
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+MAX_FILTER_FIELDS = 16
+MAX_FILTER_VALUE_CHARS = 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a request whose body exceeds ``max_bytes`` (declared or actually sent)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.responses import JSONResponse
+
+        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _utf8(text: str) -> str:
+    """Refuse text that cannot be encoded (lone surrogates): the tokenizer and the stores would fail on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+def _number(value: Any) -> Any:
+    """Numbers only (JSON's 10.0 is the integer 10; "10" and true are not numbers)."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a number, not a string or a boolean")
+    return value
+
+
+def create_app(
+    index_dir: Path,
+    *,
+    api_key: str | None = None,
+    max_k: int = 100,
+    max_query_chars: int = 2048,
+    max_texts: int = 32,
+    max_body_bytes: int | None = None,
+    encoder: Encoder | None = None,
+) -> Any:
+    """The FastAPI application serving the index in ``index_dir``; see the module docstring.
+
+    ``encoder`` replaces loading the model recorded in the index (it must have the same fingerprint).
+    ``max_body_bytes`` defaults to what the largest valid ``/embed`` request can take (six bytes per character,
+    JSON's worst case) plus 16 KiB.
+    """
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from fastapi.security import APIKeyHeader
+    from pydantic import (
+        AfterValidator,
+        BaseModel,
+        BeforeValidator,
+        ConfigDict,
+        Field,
+        StrictBool,
+        StringConstraints,
+        WithJsonSchema,
+    )
+
+    if max_k < 1 or max_query_chars < 1 or max_texts < 1:
+        raise EmbedlabError("max_k, max_query_chars and max_texts must be ≥ 1")
+    if api_key is not None and not api_key.strip():
+        raise EmbedlabError("the API key is empty; unset it to serve without one")
+    searcher = IndexSearcher.open(Path(index_dir), encoder=encoder)
+    searcher.embed(["warm up"])  # load the model's weights now, not on the first request
+    limit = max_body_bytes or 6 * max_query_chars * max_texts + 16 * 1024
+
+    Text = Annotated[str, StringConstraints(min_length=1, max_length=max_query_chars), AfterValidator(_utf8)]
+    FieldName = Annotated[str, StringConstraints(pattern=FIELD_NAME.pattern)]
+    FilterValue = (
+        StrictBool
+        | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+        | Annotated[float, Field(allow_inf_nan=False)]
+        | Annotated[str, StringConstraints(max_length=MAX_FILTER_VALUE_CHARS), AfterValidator(_utf8)]
+    )
+
+    # pydantic describes constrained keys as patternProperties, which lets any other key through; say it exactly.
+    Filter = Annotated[
+        dict[FieldName, FilterValue],
+        Field(max_length=MAX_FILTER_FIELDS),
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": MAX_FILTER_FIELDS,
+                "propertyNames": {"pattern": FIELD_NAME.pattern},
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "boolean"},
+                        {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                        {"type": "number"},
+                        {"type": "string", "maxLength": MAX_FILTER_VALUE_CHARS},
+                    ]
+                },
+            }
+        ),
+    ]
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        query: Text = Field(description="The query text.")
+        k: Annotated[int, BeforeValidator(_number)] = Field(
+            10, ge=1, le=max_k, strict=False, description="How many hits to return."
+        )
+        filter: Filter | None = Field(None, description="Payload fields the hits must equal, e.g. {'source': 'x'}.")
+
+    class HitModel(BaseModel):
+        id: str
+        score: float
+        payload: dict[str, Any]
+
+    class SearchResponse(BaseModel):
+        hits: list[HitModel]
+        k: int
+        model: str
+        took_ms: float
+
+    class EmbedRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        texts: list[Text] = Field(min_length=1, max_length=max_texts)
+        role: Literal["query", "document"] = "query"
+
+    class EmbedResponse(BaseModel):
+        vectors: list[list[float]]
+        dim: int
+        model: str
+
+    class Health(BaseModel):
+        status: Literal["ok"]
+        documents: int
+        model: str
+        store: str
+        index: str
+
+    class ErrorResponse(BaseModel):
+        detail: str | list[dict[str, Any]]
+
+    def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+        text = {
+            400: "request body is not text (e.g. not UTF-8)",
+            401: "API key missing",
+            403: "API key wrong",
+            413: "request body too large",
+            422: "invalid request",
+            500: "internal server error",
+        }
+        return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
+
+    dependencies = []
+    guarded: tuple[int, ...] = (400, 413, 422, 500)
+    if api_key is not None:
+        header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="The service's API key.")
+        expected = api_key.encode()
+
+        def require_key(given: str | None) -> None:
+            if not given:
+                raise HTTPException(401, f"missing API key: send it in the {API_KEY_HEADER} header")
+            if not secrets.compare_digest(given.encode("utf-8", "replace"), expected):
+                raise HTTPException(403, "wrong API key")
+
+        require_key.__annotations__ = {"given": Annotated[str | None, Depends(header)], "return": None}
+        dependencies.append(Depends(require_key))
+        guarded = (401, 403, *guarded)
+
+    manifest = searcher.manifest
+    model_name = str(manifest.model.get("name", ""))
+    app = FastAPI(
+        title="embedlab search",
+        version=importlib.metadata.version("embedlab"),
+        description=(
+            f"Semantic search over {manifest.data.get('name')} ({manifest.data.get('documents')} documents) with "
+            f"{model_name}, {manifest.store} index '{manifest.resolved.label}'."
+        ),
+    )
+    app.state.searcher = searcher
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {
+                "loc": [str(part) for part in error.get("loc", ())],
+                "msg": str(error.get("msg")),
+                "type": error.get("type"),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(EmbedlabError)
+    async def index_failed(request: Request, exc: EmbedlabError) -> JSONResponse:
+        log.error("index error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": "the index could not answer; see the server log"}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    def search(request: SearchRequest) -> dict[str, Any]:
+        """The ``k`` documents closest to the query, best first, with their payloads."""
+        tick = time.perf_counter()
+        hits = app.state.searcher.search([request.query], k=request.k, where=request.filter or None)[0]
+        return {
+            "hits": [hit.to_dict() for hit in hits],
+            "k": request.k,
+            "model": model_name,
+            "took_ms": 1000 * (time.perf_counter() - tick),
+        }
+
+    def embed(request: EmbedRequest) -> dict[str, Any]:
+        """Vectors of the texts as the index holds them (truncated to its dimension, unit length)."""
+        vectors = app.state.searcher.embed(request.texts, role=request.role)
+        return {"vectors": vectors.tolist(), "dim": int(vectors.shape[1]), "model": model_name}
+
+    def health() -> dict[str, Any]:
+        """Whether the service is up, and what it serves."""
+        return {
+            "status": "ok",
+            "documents": app.state.searcher.count(),
+            "model": model_name,
+            "store": manifest.store,
+            "index": manifest.resolved.label,
+        }
+
+    # The request models are local classes, which string annotations (this module's __future__ import) cannot
+    # name: give FastAPI the classes themselves.
+    search.__annotations__ = {"request": SearchRequest, "return": dict[str, Any]}
+    embed.__annotations__ = {"request": EmbedRequest, "return": dict[str, Any]}
+    health.__annotations__ = {"return": dict[str, Any]}
+    app.post("/search", response_model=SearchResponse, dependencies=dependencies, responses=errors(*guarded))(search)
+    app.post("/embed", response_model=EmbedResponse, dependencies=dependencies, responses=errors(*guarded))(embed)
+    app.get("/health", response_model=Health, responses=errors(500))(health)
+    app.add_middleware(BodyLimit, max_bytes=limit)
+    return app
+
+
+def run(
+    index_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_k: int = 100,
+    log_level: str = "info",
+) -> None:
+    """Serve ``index_dir`` with uvicorn until interrupted (what ``embedlab serve`` runs)."""
+    import uvicorn
+
+    app = create_app(index_dir, api_key=api_key, max_k=max_k)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=64, timeout_keep_alive=5)
