@@ -33,16 +33,18 @@ measures in this process instead (for encoders that exist only here, such as tes
 its memory figures only count what is new to this process.
 
 Timings are wall-clock on a machine that may be busy: each result records the thread count and the load
-average before and after it was measured, so figures from a loaded machine can be recognised.
+average before and after it was measured, so figures from a loaded machine can be recognised. The encoder
+backend chosen in the calling process (``embedlab.models.backends.using_backend``) is passed on to the
+measuring process, so cost and quality come from the same backend.
 
 Example::
 
     >>> sample = cost_sample(dataset, documents=64, queries=32, seed=0)
     >>> cost = measure_cost("minilm-l6", sample)
     >>> print(CostTable((cost,)))
-    model      docs/s  tok/s  queries/s  p50 ms  p95 ms  peak MB  disk MB  dim  B/doc f32  int8  binary  corpus
-    ---------  ------  -----  ---------  ------  ------  -------  -------  ---  ---------  ----  ------  ------
-    minilm-l6    31.2   5120      210.4     6.1     8.3      512     91.0  384       1536   384      48  2.8 min
+    model      docs/s  tok/s  queries/s  p50 ms  p95 ms  peak MB  disk MB  dim  B/doc  int8  binary   corpus
+    ---------  ------  -----  ---------  ------  ------  -------  -------  ---  -----  ----  ------  -------
+    minilm-l6    31.2   5120      210.4     6.1     8.3      512     91.6  384   1536   384      48  2.8 min
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ from embedlab.data.dataset import RetrievalDataset
 from embedlab.errors import EmbedlabError, ModelError
 from embedlab.files import format_table
 from embedlab.models.catalog import ModelSpec, find_spec
-from embedlab.models.encoders import Encoder, cpu_threads
+from embedlab.models.encoders import Encoder, Role, cpu_threads
 
 PRECISIONS: Mapping[str, Callable[[int], float]] = {
     "float32": lambda dim: 4.0 * dim,
@@ -98,6 +100,9 @@ KNOWN_MATRYOSHKA: Mapping[str, tuple[int, ...]] = {
 _MATRYOSHKA_DIMS = re.compile(r'"matryoshka_dims"\s*:\s*\[([\d,\s]+)\]')
 
 WORKER_TIMEOUT_S = 1800
+DEFAULT_BUDGET_S = 30.0
+"""Seconds of encoding after which a slow model stops taking more of the document sample (at least one batch is
+always measured); the query batch and the single queries get half of it each."""
 
 
 # --- result types -----------------------------------------------------------------------------------------
@@ -281,9 +286,11 @@ class ModelCost:
 
 
 def format_duration(seconds: float) -> str:
-    """``42 s``, ``3.5 min``, ``2.1 h``: a duration for people."""
+    """``0.4 s``, ``42 s``, ``3.5 min``, ``2.1 h``: a duration for people."""
     if not math.isfinite(seconds):
         return "-"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -293,7 +300,8 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class CostTable:
-    """The costs of several models; ``str()`` is the table people read (sizes in MB = 10^6 bytes)."""
+    """The costs of several models; ``str()`` is the table people read (sizes in MB = 10^6 bytes; ``B/doc`` is
+    float32 vector bytes per document, or the sparse index's for BM25; ``corpus`` the estimated time to embed it)."""
 
     costs: tuple[ModelCost, ...]
 
@@ -320,7 +328,7 @@ class CostTable:
             "peak MB",
             "disk MB",
             "dim",
-            "B/doc f32",
+            "B/doc",
             "int8",
             "binary",
             "corpus",
@@ -542,9 +550,26 @@ def _processed_tokens(encoder: Encoder, texts: Sequence[str]) -> int:
     return int(np.minimum(counts, limit).sum() if limit else counts.sum())
 
 
-def _timed(function: Callable[[], Any]) -> float:
+def _encode_within(
+    encoder: Encoder, texts: Sequence[str], role: Role, batch_size: int, budget_s: float
+) -> tuple[int, float]:
+    """Encode ``texts`` batch by batch until all are done or ``budget_s`` has passed (one batch at least);
+    returns how many were encoded and the seconds it took."""
+    done, seconds = 0, 0.0
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        start_batch = time.perf_counter()
+        encoder.encode(chunk, role=role, batch_size=batch_size)
+        seconds += time.perf_counter() - start_batch
+        done += len(chunk)
+        if seconds >= budget_s:
+            break
+    return done, seconds
+
+
+def _single_query_seconds(encoder: Encoder, query: str) -> float:
     start = time.perf_counter()
-    function()
+    encoder.encode([query], role="query", batch_size=1)
     return time.perf_counter() - start
 
 
@@ -556,6 +581,7 @@ def _measure_encoder(
     corpus_documents: int,
     batch_size: int,
     isolated: bool,
+    budget_s: float = DEFAULT_BUDGET_S,
 ) -> ModelCost:
     """Measure one dense encoder in this process (the fresh worker process when ``isolated``)."""
     from embedlab.models.loading import load_encoder
@@ -564,8 +590,9 @@ def _measure_encoder(
     before = current_rss()
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
-    spec = find_spec(model) if isinstance(model, str) else model.spec
-    _import_runtime(spec.kind if spec else "sentence-transformers")
+    if isinstance(model, str):  # an encoder object has its runtime imported already
+        spec = find_spec(model)
+        _import_runtime(spec.kind if spec else "sentence-transformers")
     runtime = current_rss()
     with peak_rss() as load_peak:
         encoder = load_encoder(model) if isinstance(model, str) else model
@@ -575,12 +602,17 @@ def _measure_encoder(
     load_seconds = time.perf_counter() - start
     loaded = current_rss()
     with peak_rss() as encode_peak:
-        doc_seconds = _timed(lambda: encoder.encode(list(documents), role="document", batch_size=batch_size))
-        query_seconds = _timed(lambda: encoder.encode(list(queries), role="query", batch_size=batch_size))
-        singles = [1000 * _timed(lambda q=q: encoder.encode([q], role="query", batch_size=1)) for q in queries]
+        doc_count, doc_seconds = _encode_within(encoder, documents, "document", batch_size, budget_s)
+        query_count, query_seconds = _encode_within(encoder, queries, "query", batch_size, budget_s / 2)
+        singles: list[float] = []
+        for query in queries:
+            singles.append(1000 * _single_query_seconds(encoder, query))
+            if sum(singles) >= 500 * budget_s:
+                break
+    measured_documents, measured_queries = documents[:doc_count], queries[:query_count]
     dim = encoder.dim
     peak = max(encode_peak["peak"], load_peak["peak"]) - before
-    documents_throughput = Throughput(len(documents), _processed_tokens(encoder, documents), doc_seconds)
+    documents_throughput = Throughput(doc_count, _processed_tokens(encoder, measured_documents), doc_seconds)
     size_bytes, size_source = disk_size(encoder)
     vector_bytes = int(corpus_documents * PRECISIONS["float32"](dim))
     return ModelCost(
@@ -592,7 +624,7 @@ def _measure_encoder(
         size_source=size_source,
         load_seconds=load_seconds,
         documents=documents_throughput,
-        queries=Throughput(len(queries), _processed_tokens(encoder, queries), query_seconds),
+        queries=Throughput(query_count, _processed_tokens(encoder, measured_queries), query_seconds),
         latency=Latency(tuple(singles)),
         memory=Memory(
             runtime_bytes=max(0, runtime - before),
@@ -606,13 +638,15 @@ def _measure_encoder(
             seconds=corpus_documents / documents_throughput.items_per_second,
             memory_bytes=max(0, peak) + vector_bytes,
             vector_bytes=vector_bytes,
-            basis=f"extrapolated from {len(documents)} sampled documents",
+            basis=f"extrapolated from {doc_count} sampled documents",
         ),
         conditions=_conditions(
             isolated=isolated,
             batch_size=batch_size,
-            sample_documents=len(documents),
-            sample_queries=len(queries),
+            sample_documents=doc_count,
+            sample_queries=len(singles),
+            budget_s=budget_s,
+            backend=active_backend() if encoder.spec.kind == "sentence-transformers" else None,
             load_average_1m_before=load_average,
         ),
     )
@@ -673,9 +707,7 @@ def _measure_bm25(
         documents=throughput,
         queries=Throughput(len(queries), query_token_count, query_seconds),
         latency=Latency(tuple(singles)),
-        memory=Memory(
-            runtime_bytes=max(0, runtime - before), model_bytes=0, peak_bytes=peak, method=probe["method"]
-        ),
+        memory=Memory(runtime_bytes=max(0, runtime - before), model_bytes=0, peak_bytes=peak, method=probe["method"]),
         index=(IndexSize("sparse", None, per_document),),
         corpus=CorpusEstimate(
             documents=corpus_documents,
@@ -697,7 +729,23 @@ def _measure_bm25(
     )
 
 
+def active_backend() -> str | None:
+    """The encoder backend the caller chose (``embedlab.models.backends``), if that module is present."""
+    try:
+        from embedlab.models.backends import default_backend
+    except ImportError:
+        return None
+    return default_backend()
+
+
 def _run_request(request: Mapping[str, Any]) -> ModelCost:
+    backend = request.get("backend")
+    if backend and request["kind"] != "bm25":
+        # The worker is a new process: the caller's choice of backend (a context variable) must be set again.
+        from embedlab.models.backends import using_backend
+
+        with using_backend(backend):
+            return _run_request({**request, "backend": None})
     if request["kind"] == "bm25":
         return _measure_bm25(
             request["corpus"], request["queries"], corpus_documents=request["corpus_documents"], isolated=True
@@ -709,6 +757,7 @@ def _run_request(request: Mapping[str, Any]) -> ModelCost:
         corpus_documents=request["corpus_documents"],
         batch_size=request["batch_size"],
         isolated=True,
+        budget_s=float(request.get("budget_s", DEFAULT_BUDGET_S)),
     )
 
 
@@ -744,11 +793,14 @@ def measure_cost(
     batch_size: int = 32,
     isolated: bool = True,
     bm25_documents: int = 20_000,
+    budget_s: float = DEFAULT_BUDGET_S,
 ) -> ModelCost:
     """The cost of one model (catalog name, folder, hub id, ``bm25``, or an :class:`Encoder`) on ``sample``.
 
     ``isolated`` (default) measures a named model in a fresh process; an :class:`Encoder` object is always
-    measured in this process. See the module docstring for what is measured and how.
+    measured in this process. A model slower than the sample allows stops after ``budget_s`` seconds of
+    document encoding (and half that for queries), having measured at least one batch: the figures say how
+    many texts they come from. See the module docstring for what is measured and how.
     """
     if batch_size < 1:
         raise EmbedlabError(f"batch size must be ≥ 1 (got {batch_size})")
@@ -776,6 +828,8 @@ def measure_cost(
                 "queries": list(sample.queries),
                 "corpus_documents": sample.corpus_documents,
                 "batch_size": batch_size,
+                "budget_s": budget_s,
+                "backend": active_backend(),
             }
         )
     return _measure_encoder(
@@ -785,6 +839,7 @@ def measure_cost(
         corpus_documents=sample.corpus_documents,
         batch_size=batch_size,
         isolated=False,
+        budget_s=budget_s,
     )
 
 
@@ -825,8 +880,9 @@ def combine_costs(name: str, parts: Sequence[ModelCost], *, licence: str | None 
     latency = tuple(sum(p.latency.samples_ms[i] for p in parts) for i in range(count))
     documents = series(lambda c: c.documents)
     sparse = sum(p.index_bytes("sparse") or 0.0 for p in parts)
+    # Dense formats keep their names; their bytes include the parts' sparse (BM25) index.
     index = tuple(
-        IndexSize(f"{entry.format}+sparse" if sparse else entry.format, entry.dim, entry.bytes_per_document + sparse)
+        IndexSize(entry.format, entry.dim, entry.bytes_per_document + sparse)
         for entry in dense.index
         if entry.format != "sparse"
     ) or (IndexSize("sparse", None, sparse),)
@@ -858,7 +914,7 @@ def combine_costs(name: str, parts: Sequence[ModelCost], *, licence: str | None 
             vector_bytes=vector_bytes,
             basis="sum of the parts",
         ),
-        conditions={"composed": True},
+        conditions={"composed": True, "index_bytes": "dense vectors plus the sparse BM25 index"},
         composed_from=tuple(p.name for p in parts),
     )
 

@@ -7,7 +7,7 @@ that both runs place high rises to the top. A document missing from a run adds n
 
 Ranks are taken with :func:`embedlab.evaluate.metrics.rank` — by score, ties by document id as trec_eval
 orders them — so a run's own dict order never matters. The fused run keeps, per query, the ``depth`` best
-documents (by default as many as the longest input ranking); ties in fused score keep the same trec_eval order
+documents (by default every document any run retrieved); ties in fused score keep the same trec_eval order
 when evaluated. The inputs are not modified.
 
 Example::
@@ -44,7 +44,8 @@ def reciprocal_rank_fusion(
     """Fuse ``runs`` (query id -> document id -> score) with RRF; see the module docstring.
 
     ``weights`` (one per run, default all 1) scale each run's contribution; ``depth`` cuts every fused
-    ranking. Queries present in any run are kept. The result is a new run, best first per query.
+    ranking (``None``: keep every document retrieved). Queries present in any run are kept. The result is a
+    new run, best first per query.
     """
     if not runs:
         raise EmbedlabError("reciprocal rank fusion needs at least one run")
@@ -60,12 +61,8 @@ def reciprocal_rank_fusion(
     fused: dict[str, dict[str, float]] = {}
     for qid in query_ids:
         scores: dict[str, float] = {}
-        longest = 0
         for run, weight in zip(runs, weights, strict=True):
-            ranking = rank(run.get(qid, {}))
-            longest = max(longest, len(ranking))
-            for position, doc_id in enumerate(ranking, start=1):
+            for position, doc_id in enumerate(rank(run.get(qid, {})), start=1):
                 scores[doc_id] = scores.get(doc_id, 0.0) + weight / (k + position)
-        keep = depth if depth is not None else longest
-        fused[qid] = {doc_id: scores[doc_id] for doc_id in rank(scores, keep)}
+        fused[qid] = {doc_id: scores[doc_id] for doc_id in rank(scores, depth)}
     return fused

@@ -1,7 +1,8 @@
 """Retrieval: exact dense top-k search and the BM25 lexical baseline, behind one :class:`Retriever` protocol.
 
 :func:`exact_top_k` scores queries against documents in chunks, so memory stays bounded by
-``query_chunk × doc_chunk`` floats whatever the corpus size, and keeps a running top-k per query. Scores are dot
+``query_chunk × doc_chunk`` floats whatever the corpus size, and selects each chunk's top-k without sorting it
+(about 1.2–1.6× the time of the matrix product alone on 1M × 384 vectors: ``benchmarks/topk_speed.py``). Scores are dot
 products; encoders of cosine models return unit vectors, so the dot product is their cosine.
 
 A retriever turns a :class:`~embedlab.data.RetrievalDataset` into a *run* — ``{query_id: {doc_id: score}}``, the
@@ -41,31 +42,44 @@ def exact_top_k(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """The ``k`` highest dot-product scores per query, best first, and the documents' row indices.
 
-    Memory is bounded by ``query_chunk × (doc_chunk + k)`` floats. Ties keep the lower document index first.
+    Each block of ``query_chunk × doc_chunk`` scores is one BLAS product written into a reused buffer; its
+    best ``k`` per query are selected with ``torch.topk`` (multi-threaded partial selection, no full sort and
+    no copies of the block), and the blocks' winners are merged at the end. Memory is bounded by
+    ``query_chunk × doc_chunk`` floats plus ``query_chunk × k × blocks`` candidates. Ties keep the lower document
+    index first among the selected.
     """
-    n_docs = documents.shape[0]
+    import torch
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    documents = np.asarray(documents, dtype=np.float32)
+    n_docs, n_queries = documents.shape[0], queries.shape[0]
     k = min(k, n_docs)
-    n_queries = queries.shape[0]
     top_scores = np.empty((n_queries, k), dtype=np.float32)
     top_index = np.empty((n_queries, k), dtype=np.int64)
-    for q0 in range(0, n_queries, query_chunk):
-        block = queries[q0 : q0 + query_chunk]
-        best_s = np.full((block.shape[0], 0), -np.inf, dtype=np.float32)
-        best_i = np.zeros((block.shape[0], 0), dtype=np.int64)
-        for d0 in range(0, n_docs, doc_chunk):
-            scores = block @ documents[d0 : d0 + doc_chunk].T
-            cand_s = np.concatenate([best_s, scores], axis=1)
-            cand_i = np.concatenate(
-                [best_i, np.broadcast_to(np.arange(d0, d0 + scores.shape[1]), scores.shape)], axis=1
-            )
-            if cand_s.shape[1] > k:
-                part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-                cand_s = np.take_along_axis(cand_s, part, axis=1)
-                cand_i = np.take_along_axis(cand_i, part, axis=1)
-            best_s, best_i = cand_s, cand_i
-        order = np.lexsort((best_i, -best_s), axis=1)
-        top_scores[q0 : q0 + block.shape[0]] = np.take_along_axis(best_s, order, axis=1)
-        top_index[q0 : q0 + block.shape[0]] = np.take_along_axis(best_i, order, axis=1)
+    if k == 0 or n_queries == 0:
+        return top_scores, top_index
+    query_chunk, doc_chunk = max(1, query_chunk), max(1, doc_chunk)
+    buffer = np.empty((min(query_chunk, n_queries), min(doc_chunk, n_docs)), dtype=np.float32)
+    with torch.inference_mode():
+        for q0 in range(0, n_queries, query_chunk):
+            block = queries[q0 : q0 + query_chunk]
+            cand_s, cand_i = [], []
+            for d0 in range(0, n_docs, doc_chunk):
+                chunk = documents[d0 : d0 + doc_chunk]
+                scores = buffer[: block.shape[0], : chunk.shape[0]]
+                np.matmul(block, chunk.T, out=scores)
+                best_s, best_i = torch.topk(torch.from_numpy(scores), min(k, chunk.shape[0]), dim=1, sorted=False)
+                cand_s.append(best_s)
+                cand_i.append(best_i + d0)
+            merged_s = torch.cat(cand_s, dim=1) if len(cand_s) > 1 else cand_s[0]
+            merged_i = torch.cat(cand_i, dim=1) if len(cand_i) > 1 else cand_i[0]
+            if merged_s.shape[1] > k:
+                best_s, position = torch.topk(merged_s, k, dim=1, sorted=False)
+                merged_s, merged_i = best_s, torch.gather(merged_i, 1, position)
+            block_s, block_i = merged_s.numpy(), merged_i.numpy()
+            order = np.lexsort((block_i, -block_s), axis=1)
+            top_scores[q0 : q0 + block.shape[0]] = np.take_along_axis(block_s, order, axis=1)
+            top_index[q0 : q0 + block.shape[0]] = np.take_along_axis(block_i, order, axis=1)
     return top_scores, top_index
 
 

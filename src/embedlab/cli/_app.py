@@ -86,3 +86,23 @@ OutOption = Annotated[Path, typer.Option("--out", help="Folder for the JSON and 
 CacheOption = Annotated[
     Path | None, typer.Option("--cache", help="Embedding cache folder (default: $EMBEDLAB_CACHE or ~/.cache/embedlab).")
 ]
+
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        envvar="EMBEDLAB_BACKEND",
+        help="How sentence-transformers models run: auto (the fastest that keeps the vectors, measured once per "
+        "model and machine), torch, torch-bf16, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8. "
+        "Other model kinds ignore it.",
+    ),
+]
+"""Use as ``backend: BackendOption = "auto"`` and run the work inside ``backend_scope(backend)``."""
+
+
+def backend_scope(backend: str) -> Any:
+    """A context in which every encoder loaded without an explicit backend uses ``backend``. The name is checked
+    now (an unknown one raises ModelError with "did you mean"), so create the scope before any slow work."""
+    from embedlab.models.backends import check_backend_name, using_backend
+
+    return using_backend(check_backend_name(backend))

