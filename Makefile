@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml requirements/mpnet.txt
 	touch $@
 
 demo: setup
-	$(VENV)/bin/embedlab compare --data stdlib-docs --models $(DEMO_MODELS) --out $(OUT)
+	$(VENV)/bin/embedlab select --data stdlib-docs --models $(DEMO_MODELS) --out $(OUT)
 
 # The report test opens the HTML in Debian's headless Chromium.
 browser:

@@ -7,7 +7,9 @@ Arms (choose with ``--arms``, comma-separated; default ``zero-shot,embedlab``):
                     every training query (the recipe users start from);
 * ``embedlab``    — ``embedlab finetune`` with its defaults (what the CLI runs);
 * ablations over the defaults: ``no-hn`` (no hard negatives), ``cached-mnrl`` (GradCache, batch 128),
-  ``triplet`` (triplet loss on the mined negatives), ``adapter`` (linear adapter over frozen vectors).
+  ``triplet`` (triplet loss on the mined negatives), ``adapter`` (linear adapter over frozen vectors),
+  ``test-positives`` (defaults, but documents judged relevant to test queries may be training positives, as in
+  ``plain``: the leakage rule off, for a like-for-like comparison of the recipes).
 
 Every arm is scored on the 300 test queries with the metrics of ``embedlab compare`` and, with ``--guard``, on
 STSb test (Spearman). Figures are printed as a table and written to ``<out>/benchmark.json``. Timings depend on
@@ -45,6 +47,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "cached-mnrl": {"loss": "cached-mnrl", "batch_size": 128, "mini_batch_size": 32},
     "triplet": {"loss": "triplet"},
     "adapter": {"adapter": True},
+    # The plain arm trains on every judgement; this one too, so the two recipes can be compared like for like.
+    "test-positives": {"allow_test_positives": True},
 }
 
 

@@ -53,6 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from embedlab.errors import EmbedlabError
+from embedlab.files import readable_like_open
 from embedlab.index.config import IndexConfig
 from embedlab.index.store import Hit, Where, check_where
 from embedlab.models.encoders import Vectors
@@ -177,6 +178,7 @@ class FaissIndex:
 
         writer = faiss.write_index_binary if self.binary else faiss.write_index
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        readable_like_open(handle)
         os.close(handle)
         try:
             writer(self.index, tmp)
