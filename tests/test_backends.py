@@ -24,6 +24,7 @@ from embedlab.models.backends import (
     calibration_path,
     machine_identity,
     machine_key,
+    quick_backends,
     using_backend,
 )
 from embedlab.models.encoders import SentenceTransformerEncoder
@@ -151,6 +152,13 @@ def test_calibration_is_written_then_reused(
     # A stricter gate is another question: it is measured again, not answered from the cache.
     with pytest.raises(AssertionError, match="must not measure"):
         calibrate(minilm, backends=["onnx"], texts=6, rounds=1, root=tmp_path, gate=QualityGate(min_cosine=0.999))
+
+
+def test_auto_without_a_calibration_skips_the_quantisation_builds() -> None:
+    quick = quick_backends()
+    assert "torch" in quick and "onnx" in quick
+    assert not [name for name in quick if BACKENDS[name].precision == "int8"]
+    assert {name for name in BACKENDS if BACKENDS[name].precision == "int8"} == {"onnx-int8", "openvino-int8"}
 
 
 def test_gate_rejects_backends_that_move_the_vectors() -> None:

@@ -847,6 +847,21 @@ BACKEND_CHOICES = (AUTO, *BACKENDS)
 """What ``--backend`` accepts."""
 
 
+def quick_backends() -> tuple[str, ...]:
+    """What ``auto`` measures when no calibration is cached: every backend without a quantisation build.
+
+    Quantising a base-size model takes minutes here (NNCF and ONNX Runtime's int8 both ran 80–110 s on mpnet-base,
+    more than encoding a small corpus), so ``auto`` leaves int8 out unless a full calibration exists:
+    ``embedlab backends --model M`` measures every backend once, and ``auto`` reuses that.
+    """
+    return tuple(name for name, backend in BACKENDS.items() if backend.precision != "int8")
+
+
+def auto_backend(encoder: Any) -> str:
+    """The backend ``auto`` runs ``encoder`` on: a cached calibration's choice, else a quick calibration's."""
+    return calibrate(encoder, backends=quick_backends(), texts=16).chosen
+
+
 def get_backend(name: str) -> Backend:
     """The backend called ``name``; an unknown name answers with the closest valid ones."""
     backend = BACKENDS.get(name)
@@ -1059,7 +1074,7 @@ def _usable_cached(
     if (
         set(backends) <= measured
         and calibration.gate == gate
-        and calibration.texts == texts
+        and calibration.texts >= texts
         and same_data
         and same_recipes
     ):
@@ -1074,7 +1089,7 @@ def calibrate(
     backends: Sequence[str] | None = None,
     texts: int = 32,
     rounds: int = 2,
-    batch_size: int = 32,
+    batch_size: int = 8,
     gate: QualityGate | None = None,
     eval_data: RetrievalDataset | None = None,
     refresh: bool = False,
@@ -1087,7 +1102,8 @@ def calibrate(
     is used). ``backends`` defaults to every available one. Speeds are the best of ``rounds`` rounds, the
     backends interleaved within each round. With ``eval_data``, nDCG@10 on it is measured for every backend
     too (the whole corpus is encoded by each: slow) and gated by ``gate.max_ndcg_drop``. A cached result is
-    reused when it covers the asked backends, built by the same recipes, with the same gate, texts and data;
+    reused when it covers the asked backends, built by the same recipes, with the same gate and data and at least
+    as many texts;
     ``refresh`` measures again.
     A progress bar shows on a terminal (``show_progress=None``), always (``True``) or never (``False``).
     """
@@ -1160,7 +1176,7 @@ def calibrate(
             cosines = np.einsum("ij,ij->i", _normalise(vectors[name]), _normalise(reference))
             m.mean_cosine, m.min_cosine = float(cosines.mean()), float(cosines.min())
         if eval_data is not None:
-            m.ndcg_at_10 = retrieval_ndcg(candidate, eval_data, batch_size=batch_size)
+            m.ndcg_at_10 = retrieval_ndcg(candidate, eval_data, batch_size=max(batch_size, 32))
             progress.update(1)
             if name == "torch":
                 baseline_ndcg = m.ndcg_at_10

@@ -148,9 +148,9 @@ class SentenceTransformerEncoder:
             elif self.device != "cpu":
                 self._resolved = "torch"
             else:
-                from embedlab.models.backends import calibrate
+                from embedlab.models.backends import auto_backend
 
-                self._resolved = calibrate(self).chosen
+                self._resolved = auto_backend(self)
         return self._resolved
 
     def with_backend(self, backend: str) -> SentenceTransformerEncoder:
