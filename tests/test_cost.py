@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+import mmap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from embedlab.cost import (
@@ -53,10 +53,15 @@ def test_index_bytes_shrink_with_precision_and_dimension() -> None:
 
 
 def test_peak_rss_sees_an_allocation() -> None:
+    size = 50_000_000
     before = current_rss()
     with peak_rss() as probe:
-        block = np.ones(50_000_000 // 8)  # 50 MB, touched
-        del block
+        # Fresh anonymous pages, each touched: a heap allocation could reuse pages this long-lived test process
+        # already holds resident, and then no RSS figure would move.
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
+    block.close()
     assert probe["peak"] - before >= 40_000_000
     assert probe["method"]
 
