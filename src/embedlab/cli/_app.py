@@ -69,6 +69,15 @@ def load_retrieval_data(data: str, split: str, allow_unknown_ids: bool = False) 
     return load_dataset(path, split=split, allow_unknown_ids=allow_unknown_ids)
 
 
+def load_evaluation_data(data: str, split: str, allow_unknown_ids: bool = False) -> Any:
+    """:func:`load_retrieval_data` for commands that score queries: it must have judged queries; says what it read."""
+    dataset = load_retrieval_data(data, split, allow_unknown_ids)
+    if not dataset.queries:
+        raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to evaluate")
+    typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True)
+    return dataset
+
+
 def open_cache(cache_dir: Path | None) -> Any:
     from embedlab.embedding import EmbeddingCache
     from embedlab.paths import cache_root

@@ -16,7 +16,7 @@ from embedlab.cli._app import (
     OutOption,
     app,
     backend_scope,
-    load_retrieval_data,
+    load_evaluation_data,
     open_cache,
     parse_k_values,
     split_list,
@@ -49,10 +49,7 @@ def compare(
     from embedlab.evaluate.compare import compare as run_compare
 
     scope = backend_scope(backend)
-    dataset = load_retrieval_data(data, split, allow_unknown_ids)
-    if not dataset.queries:
-        raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to evaluate")
-    typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True)
+    dataset = load_evaluation_data(data, split, allow_unknown_ids)
     with scope:
         comparison = run_compare(
             dataset,

@@ -14,13 +14,12 @@ from embedlab.cli._app import (
     DataOption,
     app,
     backend_scope,
-    load_retrieval_data,
+    load_evaluation_data,
     open_cache,
     parse_k_values,
     split_list,
     user_errors,
 )
-from embedlab.errors import EmbedlabError
 from embedlab.models.catalog import catalog_names
 
 DEFAULT_MODELS = ",".join(catalog_names())
@@ -97,10 +96,7 @@ def select_command(
         batch_size=batch_size,
     )
     scope = backend_scope(backend)
-    dataset = load_retrieval_data(data, split, allow_unknown_ids)
-    if not dataset.queries:
-        raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to evaluate")
-    typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True)
+    dataset = load_evaluation_data(data, split, allow_unknown_ids)
     with scope:
         selection = select(
             dataset,
