@@ -9,13 +9,17 @@ import typer
 
 from embedlab.cli._app import CacheOption, app, open_cache, parse_k_values, split_list, user_errors
 from embedlab.errors import EmbedlabError
+from embedlab.finetune.config import FinetuneConfig
+
+# The CLI's defaults are the library's: one place decides the recipe.
+_DEFAULTS = FinetuneConfig.create()
 
 
 def _window(value: str) -> tuple[int, int]:
     try:
         low, high = (int(v) for v in value.replace("-", ",").split(","))
     except ValueError:
-        raise EmbedlabError(f"--rank-window takes two ranks, e.g. 10-50 (got '{value}')") from None
+        raise EmbedlabError(f"--rank-window takes two ranks, e.g. 3-50 (got '{value}')") from None
     return low, high
 
 
@@ -37,16 +41,26 @@ def finetune(
             "matryoshka:<loss> wraps one."
         ),
     ] = "mnrl",
-    hard_negatives: Annotated[int, typer.Option(help="Mined hard negatives per pair (0: none).")] = 1,
-    epochs: Annotated[float, typer.Option(help="Passes over the training data (the dev split picks the best).")] = 3.0,
+    hard_negatives: Annotated[int, typer.Option(help="Mined hard negatives per pair (0: none).")] = (
+        _DEFAULTS.hard_negatives
+    ),
+    epochs: Annotated[float, typer.Option(help="Passes over the training data (the dev split picks the best).")] = (
+        _DEFAULTS.epochs
+    ),
     adapter: Annotated[bool, typer.Option("--adapter", help="Train only a linear map over frozen vectors.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Examples per step (in-batch negatives for MNRL).")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-5,
+    batch_size: Annotated[int, typer.Option(help="Examples per step (in-batch negatives for MNRL).")] = (
+        _DEFAULTS.batch_size
+    ),
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = _DEFAULTS.learning_rate,
     miner: Annotated[str, typer.Option(help="Rank candidates for negatives with the base 'model' or 'bm25'.")] = (
         "model"
     ),
-    rank_window: Annotated[str, typer.Option(help="Ranks negatives come from, e.g. 10-50.")] = "10-50",
-    margin: Annotated[float, typer.Option(help="Drop candidates scoring above (1 - margin) × the positive.")] = 0.05,
+    rank_window: Annotated[str, typer.Option(help="Ranks negatives come from, e.g. 3-50.")] = (
+        "-".join(map(str, _DEFAULTS.rank_window))
+    ),
+    margin: Annotated[float, typer.Option(help="Drop candidates scoring above (1 - margin) × the positive.")] = (
+        _DEFAULTS.relative_margin
+    ),
     max_negative_score: Annotated[
         float | None, typer.Option(help="Also drop candidates scoring above this (absolute threshold).")
     ] = None,
@@ -84,7 +98,6 @@ def finetune(
 
         embedlab finetune --data ../shared/data/scifact --base minilm-l6 --guard ../shared/data/stsb --out runs/ft
     """
-    from embedlab.finetune.config import FinetuneConfig
     from embedlab.finetune.run import finetune as run_finetune
 
     dims = tuple(int(d) for d in split_list(matryoshka)) if matryoshka else ()
