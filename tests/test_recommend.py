@@ -181,8 +181,23 @@ def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_dat
     )
     assert advice.verdict == "likely"
     assert advice.bm25_gap is not None and advice.bm25_gap < 0
-    assert advice.base == "mpnet-base"  # bm25 cannot be fine-tuned: the best dense model is
-    assert advice.command == "embedlab finetune --data 'data dir' --base mpnet-base --out out"
+    # bm25 cannot be fine-tuned; minilm-l6 is tied with the best dense model (mpnet-base) and 5x faster.
+    assert advice.base == "minilm-l6"
+    assert advice.command == "embedlab finetune --data 'data dir' --base minilm-l6 --out out"
+    assert any("minilm-l6 is tied with the best dense model (mpnet-base) and 5.0× faster" in r for r in advice.reasons)
+    # Without the faster model in the field, the best dense model is the one to fine-tune.
+    no_minilm = [c for c in shifted if c.name != "minilm-l6"]
+    advice = finetune_advice(
+        no_minilm,
+        chosen=shifted[3],
+        per_query={k: v for k, v in per_query_shifted.items() if k != "minilm-l6"},
+        metric="ndcg@10",
+        training=training,
+        data_ref="d",
+        out="o",
+        resamples=500,
+    )
+    assert advice.base == "mpnet-base"
     # No training judgements and no sign of shift: unlikely.
     advice = finetune_advice(
         candidates,

@@ -355,16 +355,48 @@ def _tunable(name: str) -> str | None:
     return _tunable(spec.base) if spec.base else None
 
 
-def _finetune_base(chosen: Candidate | None, by_quality: Sequence[Candidate]) -> str | None:
-    """The model to fine-tune: the chosen one (or what it derives from, or a hybrid's dense part), else the
-    best fine-tunable candidate."""
+def _finetune_base(chosen: Candidate | None, dense: Sequence[Candidate], tied: Sequence[str]) -> str | None:
+    """The model to fine-tune: the chosen one (or what it derives from, or a hybrid's dense part); else, of the
+    dense candidates tied with the best one (``tied``), the fastest; else the best fine-tunable candidate.
+
+    Fine-tuning costs in proportion to the model's encoding cost, so among models the data cannot tell apart the
+    cheapest one gets the most training steps in the same time.
+    """
     options = [chosen.source, *chosen.parts] if chosen is not None else []
-    options += [c.source for c in by_quality if c.kind not in ("bm25", "hybrid")]
+    fastest_tied = sorted((c for c in dense if c.name in tied), key=lambda c: -c.cost.documents_per_second)
+    options += [c.source for c in fastest_tied] + [c.source for c in dense]
     for name in options:
         found = _tunable(name)
         if found is not None:
             return found
     return None
+
+
+def _tied_with_best(
+    dense: Sequence[Candidate],
+    per_query: Mapping[str, Mapping[str, float]],
+    *,
+    metric: str,
+    alpha: float,
+    resamples: int,
+    seed: int,
+) -> list[str]:
+    """The best dense candidate and every dense candidate the paired test cannot tell apart from it."""
+    scored = [c for c in dense if c.name in per_query]
+    if not scored:
+        return []
+    best = scored[0]
+    if len(scored) == 1:
+        return [best.name]
+    tests = compare_to_reference(
+        {c.name: per_query[c.name] for c in scored},
+        best.name,
+        metric=metric,
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+    )
+    return [best.name, *(name for name, test in tests.items() if test.tied)]
 
 
 def points(value: float) -> str:
@@ -449,7 +481,8 @@ def finetune_advice(
             f"{training.judgements} training judgements for {training.queries} queries (split "
             f"'{training.split}'), disjoint from the evaluated ones"
         )
-    base = _finetune_base(chosen, by_quality)
+    tied = _tied_with_best(dense, per_query, metric=metric, alpha=alpha, resamples=resamples, seed=seed)
+    base = _finetune_base(chosen, dense, tied)
     enough = training is not None and training.judgements >= MIN_TRAINING_JUDGEMENTS
     verdict: FineTuneVerdict
     if base is None:
@@ -463,6 +496,13 @@ def finetune_advice(
         verdict = "unlikely"
     if base is not None and chosen is not None and base != chosen.source:
         reasons.append(f"{chosen.name} cannot be fine-tuned itself; fine-tune {base} and compare again")
+    cheaper = next((c for c in dense if c.source == base and c.name in tied), None)
+    if cheaper is not None and cheaper is not dense[0]:
+        ratio = cheaper.cost.documents_per_second / max(dense[0].cost.documents_per_second, 1e-9)
+        reasons.append(
+            f"{cheaper.name} is tied with the best dense model ({dense[0].name}) and {ratio:.1f}× faster: "
+            "the same training time buys it more steps"
+        )
     command = (
         f"embedlab finetune --data {shlex.quote(str(data_ref))} --base {shlex.quote(base)} "
         f"--out {shlex.quote(str(out))}"
