@@ -17,7 +17,7 @@ from embedlab.finetune.adapter import save_adapter_model, train_adapter
 from embedlab.finetune.config import FinetuneConfig
 from embedlab.finetune.losses import loss_data
 from embedlab.finetune.pairs import pairs_from_judgements
-from embedlab.finetune.train import base_model_path, train_model
+from embedlab.finetune.train import DeadlineStop, base_model_path, deadline_callback, train_model
 from embedlab.models.loading import load_encoder
 
 pytestmark = pytest.mark.slow
@@ -174,3 +174,29 @@ def test_adapter_trains_a_linear_map_over_cached_vectors(
     text = [pairs[0].example.query]
     expected = adapter.transform(encoder.encode(text, role="query"))
     assert np.allclose(model.encode(text, normalize_embeddings=False), expected, atol=1e-4)
+
+
+def test_deadline_stops_before_the_budget_with_a_last_checkpoint() -> None:
+    from transformers import TrainerControl, TrainerState
+
+    now = [0.0]
+    stop = DeadlineStop()
+    callback = deadline_callback(10.0, reserve=1.0, stop=stop, clock=lambda: now[0])
+    state, control = TrainerState(max_steps=10), TrainerControl()
+    callback.on_train_begin(None, state, control)
+    for step, at in enumerate([2.0, 4.0, 6.0], start=1):  # 2 s a step: 6 + 2 + 1 s of reserve still fits in 10
+        state.global_step, now[0] = step, at
+        callback.on_step_end(None, state, control)
+        assert not control.should_training_stop
+    state.global_step, now[0] = 4, 8.0  # the next step and the final evaluation would end at 11 s
+    callback.on_step_end(None, state, control)
+    assert control.should_training_stop and control.should_save and control.should_evaluate
+    assert stop.step == 4
+
+    # The last planned step never counts as a stop: the run ends there anyway.
+    stop, control = DeadlineStop(), TrainerControl()
+    callback = deadline_callback(1.0, reserve=5.0, stop=stop, clock=lambda: now[0])
+    callback.on_train_begin(None, state, control)
+    state.global_step = state.max_steps
+    callback.on_step_end(None, state, control)
+    assert stop.step is None and not control.should_training_stop

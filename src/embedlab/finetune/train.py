@@ -110,6 +110,51 @@ class TrainOutcome:
         }
 
 
+@dataclass
+class DeadlineStop:
+    """Where :func:`deadline_callback` stopped training (``None``: it did not)."""
+
+    step: int | None = None
+
+
+def deadline_callback(
+    seconds: float,
+    *,
+    reserve: float,
+    stop: DeadlineStop,
+    clock: Callable[[], float] = time.perf_counter,
+    echo: Echo = _quiet,
+) -> TrainerCallback:
+    """A callback that ends training before ``seconds`` have passed, with a last checkpoint and dev evaluation.
+
+    The step count is planned from one timed step, but a machine can turn slower mid-run (other work on it):
+    this stops when the next step plus ``reserve`` (the final evaluation and save) would cross the deadline.
+    """
+    from transformers import TrainerCallback
+
+    class _Deadline(TrainerCallback):
+        def __init__(self) -> None:
+            self.started = clock()
+            self.last = self.started
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.started = self.last = clock()
+            return control
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            now = clock()
+            step_seconds, self.last = now - self.last, now
+            if state.global_step < state.max_steps and now - self.started + step_seconds + reserve > seconds:
+                stop.step = state.global_step
+                echo(f"time budget reached after step {state.global_step} of {state.max_steps}: stopping there")
+                control.should_training_stop = True
+                control.should_save = True
+                control.should_evaluate = True
+            return control
+
+    return _Deadline()
+
+
 def base_model_path(base: str) -> str:
     """Where the base model's sentence-transformers files are: a packaged catalog model, a folder or a hub id."""
     from embedlab.models.encoders import SentenceTransformerEncoder
@@ -369,19 +414,29 @@ def train_model(
                 control.should_evaluate = evaluator is not None
             return control
 
+    stop = DeadlineStop()
+    deadline = (
+        deadline_callback(60 * config.time_budget_minutes, reserve=eval_seconds, stop=stop, echo=echo)
+        if config.time_budget_minutes is not None
+        else None
+    )
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[_FinalCheckpoint(), *callbacks],
+        callbacks=[_FinalCheckpoint(), *([deadline] if deadline else []), *callbacks],
     )
     if resume is not None:
         echo(f"resuming from {resume.name}")
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     train_seconds = time.perf_counter() - start
+    if stop.step is not None:
+        budget_note = (budget_note + "; " if budget_note else "") + (
+            f"stopped at the {config.time_budget_minutes:g} min budget after step {stop.step}"
+        )
 
     history = trainer.state.log_history
     dev_history = [
