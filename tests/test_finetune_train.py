@@ -193,6 +193,14 @@ def test_deadline_stops_before_the_budget_with_a_last_checkpoint() -> None:
     assert control.should_training_stop and control.should_save and control.should_evaluate
     assert stop.step == 4
 
+    # Without a dev split there is nothing to evaluate: the stop only saves.
+    stop, control = DeadlineStop(), TrainerControl()
+    callback = deadline_callback(1.0, reserve=5.0, stop=stop, evaluate=False, clock=lambda: now[0])
+    callback.on_train_begin(None, state, control)
+    state.global_step = 5
+    callback.on_step_end(None, state, control)
+    assert stop.step == 5 and control.should_training_stop and control.should_save and not control.should_evaluate
+
     # The last planned step never counts as a stop: the run ends there anyway.
     stop, control = DeadlineStop(), TrainerControl()
     callback = deadline_callback(1.0, reserve=5.0, stop=stop, clock=lambda: now[0])

@@ -122,6 +122,7 @@ def deadline_callback(
     *,
     reserve: float,
     stop: DeadlineStop,
+    evaluate: bool = True,
     clock: Callable[[], float] = time.perf_counter,
     echo: Echo = _quiet,
 ) -> TrainerCallback:
@@ -129,6 +130,7 @@ def deadline_callback(
 
     The step count is planned from one timed step, but a machine can turn slower mid-run (other work on it):
     this stops when the next step plus ``reserve`` (the final evaluation and save) would cross the deadline.
+    ``evaluate`` is False when there is no dev split: the trainer then has nothing to evaluate on.
     """
     from transformers import TrainerCallback
 
@@ -149,7 +151,7 @@ def deadline_callback(
                 echo(f"time budget reached after step {state.global_step} of {state.max_steps}: stopping there")
                 control.should_training_stop = True
                 control.should_save = True
-                control.should_evaluate = True
+                control.should_evaluate = evaluate
             return control
 
     return _Deadline()
@@ -416,7 +418,13 @@ def train_model(
 
     stop = DeadlineStop()
     deadline = (
-        deadline_callback(60 * config.time_budget_minutes, reserve=eval_seconds, stop=stop, echo=echo)
+        deadline_callback(
+            60 * config.time_budget_minutes,
+            reserve=eval_seconds,
+            stop=stop,
+            evaluate=evaluator is not None,
+            echo=echo,
+        )
         if config.time_budget_minutes is not None
         else None
     )
