@@ -13,6 +13,10 @@ vectors to ``st-default``'s.
 ``--docs N`` times N documents (a fixed, seeded sample; all 5,183 by default). nDCG@10 needs the whole corpus:
 with ``--docs`` below it, it is left out unless ``--ndcg``, which encodes the rest untimed.
 
+``--state DIR`` keeps every finished round of chunks (vectors and seconds) in ``DIR``; the same command run again
+resumes there (all-mpnet-base-v2's seven arms over the full corpus take about 3.5 hours on 2 cores). A resumed
+run must be on the same machine (CPU, flags, threads), with the same arms and documents.
+
 ``--compare-rerun`` also times ``embedlab compare`` on SciFact twice with one fresh embedding cache: the first run
 encodes, the second reads the cached vectors.
 
@@ -20,12 +24,14 @@ Usage::
 
     python benchmarks/encode_speed.py --models minilm-l6 --out runs/encode-speed.json
     python benchmarks/encode_speed.py --models mpnet-base --docs 500
+    python benchmarks/encode_speed.py --models mpnet-base --chunk 64 --state runs/encode-state --out runs/mpnet.json
     python benchmarks/encode_speed.py --models minilm-l6 --docs 0 --compare-rerun   # only the compare re-run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -94,6 +100,39 @@ def arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[str
     return arms, prepared
 
 
+class ChunkState:
+    """Each finished round of chunks (every arm's vectors and seconds) kept on disk, so that a run of hours can
+    be stopped and resumed. A resumed run must be on the same machine, arms and documents (checked)."""
+
+    def __init__(self, folder: Path, names: list[str], machine: dict[str, Any], timed: list[int], chunk: int):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        identity = {"arms": names, "machine": machine, "timed": timed, "chunk": chunk}
+        path = folder / "identity.json"
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if stored != identity:
+                differ = sorted(k for k in identity if stored.get(k) != identity[k])
+                sys.exit(f"{path}: stored chunks are from another {', '.join(differ)}; use another --state folder")
+        else:
+            write_json_atomic(path, identity)
+
+    def load(self, number: int) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
+        path = self.folder / f"chunk-{number:05d}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            took = json.loads(str(data["seconds"]))
+            return took, {name: data[f"v-{name}"] for name in took}
+
+    def save(self, number: int, took: dict[str, float], outs: dict[str, np.ndarray]) -> None:
+        arrays: dict[str, Any] = {f"v-{name}": vectors for name, vectors in outs.items()}
+        arrays.update(seconds=np.array(json.dumps(took)), finished=np.array(time.time()))
+        tmp = self.folder / f".chunk-{number:05d}.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.folder / f"chunk-{number:05d}.npz")
+
+
 def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     print(f"\n== {model}", flush=True)
     arms, prepared = arms_for(model, args.backends, args.batch_size)
@@ -106,18 +145,28 @@ def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str,
     seconds = dict.fromkeys(arms, 0.0)
     chunks = [timed[i : i + args.chunk] for i in range(0, len(timed), args.chunk)]
     names = list(arms)
+    state = ChunkState(args.state / model, names, hardware(), timed, args.chunk) if args.state else None
     for number, chunk in enumerate(chunks):
-        rotated = names[number % len(names) :] + names[: number % len(names)]
-        for name in rotated:
-            t0 = time.perf_counter()
-            out = arms[name]([texts[i] for i in chunk], "document")
-            seconds[name] += time.perf_counter() - t0
+        stored = state.load(number) if state else None
+        if stored is None:
+            rotated = names[number % len(names) :] + names[: number % len(names)]
+            took, outs = {}, {}
+            for name in rotated:
+                t0 = time.perf_counter()
+                outs[name] = arms[name]([texts[i] for i in chunk], "document")
+                took[name] = time.perf_counter() - t0
+            if state:
+                state.save(number, took, outs)
+        else:
+            took, outs = stored
+        for name in names:
+            seconds[name] += took[name]
             if vectors[name].shape[1] == 0:
-                vectors[name] = np.zeros((len(texts), out.shape[1]), dtype=np.float32)
-            vectors[name][chunk] = out
+                vectors[name] = np.zeros((len(texts), outs[name].shape[1]), dtype=np.float32)
+            vectors[name][chunk] = outs[name]
         done = sum(len(c) for c in chunks[: number + 1])
         speeds = ", ".join(f"{n} {done / seconds[n]:.1f}" for n in names)
-        print(f"  {done}/{len(timed)} docs — docs/s: {speeds}", flush=True)
+        print(f"  {done}/{len(timed)} docs{' (stored)' if stored else ''} — docs/s: {speeds}", flush=True)
     for name in names:
         if untimed:
             vectors[name][untimed] = arms[name]([texts[i] for i in untimed], "document")
@@ -212,6 +261,9 @@ def main() -> None:
     parser.add_argument("--compare-rerun", action="store_true", help="Also time `embedlab compare` twice.")
     parser.add_argument("--compare-backend", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="Write every figure as JSON here.")
+    parser.add_argument(
+        "--state", type=Path, default=None, help="Keep finished chunks here; a re-run with it resumes (long runs)."
+    )
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+from embedlab.data.loaders import load_beir
 from embedlab.embedding import EmbeddingCache
 from embedlab.evaluate.compare import compare, compare_sts, metric_names
 
@@ -54,6 +57,38 @@ def test_second_compare_reuses_cached_vectors(scifact_small, vector_cache, embed
     second = compare(scifact_small, ["minilm-l6"], k_values=(10,), cache=EmbeddingCache(embedlab_cache))
     assert second.results[0].scores.means == first.results[0].scores.means
     assert sorted((embedlab_cache / "embeddings").rglob("*.npz")) == shards  # nothing was encoded again
+
+
+def test_compare_rerun_on_cached_vectors_loads_neither_torch_nor_the_model(
+    scifact_small, vector_cache, embedlab_cache: Path, tmp_path: Path
+) -> None:
+    # A re-run reads vectors and the truncation count from the cache: importing torch or loading the model would
+    # cost more than the whole re-run (seconds, against well under one).
+    folder = tmp_path / "scifact-small"
+    (folder / "qrels").mkdir(parents=True)
+    corpus = [{"_id": d.id, "title": d.title, "text": d.text} for d in scifact_small.corpus]
+    queries = [{"_id": q.id, "text": q.text} for q in scifact_small.queries]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in queries))
+    judged = [f"{q}\t{d}\t{g}\n" for q, docs in scifact_small.qrels.items() for d, g in docs.items()]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(judged))
+    first = compare(load_beir(folder, split="test"), ["minilm-l6"], k_values=(10,), cache=vector_cache)
+    argv = ["embedlab", "compare", "--data", str(folder), "--models", "minilm-l6", "--k", "10"]
+    argv += ["--cache", str(embedlab_cache), "--out", str(tmp_path / "out")]
+    script = f"""
+import sys
+sys.argv = {argv!r}
+from embedlab.cli import main
+try:
+    main()
+finally:
+    print(sorted(m for m in ("torch", "sentence_transformers", "onnxruntime", "openvino") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
+    rerun = json.loads((tmp_path / "out" / "compare.json").read_text())["results"][0]
+    assert rerun["means"]["ndcg@10"] == first.results[0].mean("ndcg@10")
+    assert rerun["truncated_documents"] == first.results[0].truncated_documents
 
 
 def test_sts_on_real_stsb(shared_data: Path, vector_cache, tmp_path: Path) -> None:

@@ -76,3 +76,16 @@ def test_real_model_vectors_round_trip_through_the_cache(tmp_path: Path) -> None
 
 def test_count_truncated(hashing_encoder) -> None:
     assert count_truncated(hashing_encoder, ["one two", "one two three four five six seven eight nine"]) == 1
+
+
+def test_count_truncated_is_cached_per_set_of_texts(tmp_path: Path, hashing_encoder, monkeypatch) -> None:
+    texts = ["one two", "one two three four five six seven eight nine"]
+    assert count_truncated(hashing_encoder, texts, cache=EmbeddingCache(tmp_path)) == 1
+
+    def fail(_: object) -> None:
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(hashing_encoder, "token_counts", fail)
+    assert count_truncated(hashing_encoder, texts, cache=EmbeddingCache(tmp_path)) == 1
+    with pytest.raises(AssertionError, match="tokenised again"):  # other texts: counted, not read
+        count_truncated(hashing_encoder, [*texts, "three"], cache=EmbeddingCache(tmp_path))

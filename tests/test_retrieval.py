@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from embedlab import retrieval
 from embedlab.evaluate.metrics import evaluate_run
 from embedlab.retrieval import BM25Retriever, DenseRetriever, build_retriever, exact_top_k
 
 
+@pytest.mark.parametrize("selector", ["numpy", "torch"])
 @pytest.mark.parametrize(("query_chunk", "doc_chunk"), [(1, 1), (7, 93), (1024, 65536)])
-def test_exact_top_k_matches_brute_force(query_chunk: int, doc_chunk: int) -> None:
+def test_exact_top_k_matches_brute_force(
+    query_chunk: int, doc_chunk: int, selector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small searches select with numpy, large ones with torch: both must give brute force's answer.
+    monkeypatch.setattr(retrieval, "TORCH_TOPK_FROM", 1 << 62 if selector == "numpy" else 0)
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((50, 16)).astype(np.float32)
     documents = rng.standard_normal((1000, 16)).astype(np.float32)

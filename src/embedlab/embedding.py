@@ -86,6 +86,21 @@ class EmbeddingCache:
         for key, vector in zip(keys, vectors, strict=True):
             entries[key] = vector
 
+    def get_count(self, fingerprint: str, name: str) -> int | None:
+        """A number stored beside the vectors with :meth:`put_count` (``None`` if absent or unreadable)."""
+        try:
+            return int((self._folder(fingerprint) / f"{name}.count").read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+
+    def put_count(self, fingerprint: str, name: str, value: int) -> None:
+        folder = self._folder(fingerprint)
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".count")
+        with os.fdopen(handle, "w", encoding="ascii") as out:
+            out.write(str(int(value)))
+        os.replace(tmp, folder / f"{name}.count")
+
     def size_bytes(self, fingerprint: str) -> int:
         folder = self._folder(fingerprint)
         return sum(p.stat().st_size for p in folder.glob("*.npz")) if folder.exists() else 0
@@ -138,9 +153,26 @@ def embed(
     return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
 
 
-def count_truncated(encoder: Encoder, texts: Sequence[str]) -> int:
-    """How many texts exceed the model's maximum tokens (they are truncated when encoded)."""
+def count_truncated(encoder: Encoder, texts: Sequence[str], *, cache: EmbeddingCache | None = None) -> int:
+    """How many texts exceed the model's maximum tokens (they are truncated when encoded).
+
+    With a cache the count is stored per encoder and set of texts: tokenising a corpus again costs more than
+    a re-run that reads every vector from the cache.
+    """
     limit = encoder.spec.max_tokens
     if not limit or not texts:
         return 0
-    return int((encoder.token_counts(texts) > limit).sum())
+    name = ""
+    if cache is not None:
+        digest = hashlib.sha256()
+        for text in texts:
+            digest.update(text.encode())
+            digest.update(b"\x00")
+        name = f"truncated-{limit}-{digest.hexdigest()[:32]}"
+        stored = cache.get_count(encoder.fingerprint, name)
+        if stored is not None:
+            return stored
+    count = int((encoder.token_counts(texts) > limit).sum())
+    if cache is not None:
+        cache.put_count(encoder.fingerprint, name, count)
+    return count

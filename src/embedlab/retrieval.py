@@ -32,6 +32,11 @@ from embedlab.models.loading import load_encoder
 Run = dict[str, dict[str, float]]
 
 
+# Below this many scores a search takes milliseconds either way, and numpy spares importing torch (about 1.4 s of
+# a re-run that reads every vector from the cache); above it, torch.topk's threads win.
+TORCH_TOPK_FROM = 1 << 24
+
+
 def exact_top_k(
     queries: Vectors,
     documents: Vectors,
@@ -43,13 +48,11 @@ def exact_top_k(
     """The ``k`` highest dot-product scores per query, best first, and the documents' row indices.
 
     Each block of ``query_chunk × doc_chunk`` scores is one BLAS product written into a reused buffer; its
-    best ``k`` per query are selected with ``torch.topk`` (multi-threaded partial selection, no full sort and
-    no copies of the block), and the blocks' winners are merged at the end. Memory is bounded by
-    ``query_chunk × doc_chunk`` floats plus ``query_chunk × k × blocks`` candidates. Ties keep the lower document
-    index first among the selected.
+    best ``k`` per query are selected without a full sort and without copies of the block (``torch.topk``,
+    multi-threaded, for large searches; ``numpy.argpartition`` below :data:`TORCH_TOPK_FROM` scores), and the
+    blocks' winners are merged at the end. Memory is bounded by ``query_chunk × doc_chunk`` floats plus
+    ``query_chunk × k × blocks`` candidates. Ties keep the lower document index first among the selected.
     """
-    import torch
-
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     documents = np.asarray(documents, dtype=np.float32)
     n_docs, n_queries = documents.shape[0], queries.shape[0]
@@ -58,29 +61,43 @@ def exact_top_k(
     top_index = np.empty((n_queries, k), dtype=np.int64)
     if k == 0 or n_queries == 0:
         return top_scores, top_index
+    select = _torch_top_k if n_queries * n_docs >= TORCH_TOPK_FROM else _numpy_top_k
     query_chunk, doc_chunk = max(1, query_chunk), max(1, doc_chunk)
     buffer = np.empty((min(query_chunk, n_queries), min(doc_chunk, n_docs)), dtype=np.float32)
-    with torch.inference_mode():
-        for q0 in range(0, n_queries, query_chunk):
-            block = queries[q0 : q0 + query_chunk]
-            cand_s, cand_i = [], []
-            for d0 in range(0, n_docs, doc_chunk):
-                chunk = documents[d0 : d0 + doc_chunk]
-                scores = buffer[: block.shape[0], : chunk.shape[0]]
-                np.matmul(block, chunk.T, out=scores)
-                best_s, best_i = torch.topk(torch.from_numpy(scores), min(k, chunk.shape[0]), dim=1, sorted=False)
-                cand_s.append(best_s)
-                cand_i.append(best_i + d0)
-            merged_s = torch.cat(cand_s, dim=1) if len(cand_s) > 1 else cand_s[0]
-            merged_i = torch.cat(cand_i, dim=1) if len(cand_i) > 1 else cand_i[0]
-            if merged_s.shape[1] > k:
-                best_s, position = torch.topk(merged_s, k, dim=1, sorted=False)
-                merged_s, merged_i = best_s, torch.gather(merged_i, 1, position)
-            block_s, block_i = merged_s.numpy(), merged_i.numpy()
-            order = np.lexsort((block_i, -block_s), axis=1)
-            top_scores[q0 : q0 + block.shape[0]] = np.take_along_axis(block_s, order, axis=1)
-            top_index[q0 : q0 + block.shape[0]] = np.take_along_axis(block_i, order, axis=1)
+    for q0 in range(0, n_queries, query_chunk):
+        block = queries[q0 : q0 + query_chunk]
+        cand_s, cand_i = [], []
+        for d0 in range(0, n_docs, doc_chunk):
+            chunk = documents[d0 : d0 + doc_chunk]
+            scores = buffer[: block.shape[0], : chunk.shape[0]]
+            np.matmul(block, chunk.T, out=scores)
+            best_s, best_i = select(scores, min(k, chunk.shape[0]))
+            cand_s.append(best_s)
+            cand_i.append(best_i + d0)
+        block_s = np.concatenate(cand_s, axis=1) if len(cand_s) > 1 else cand_s[0]
+        block_i = np.concatenate(cand_i, axis=1) if len(cand_i) > 1 else cand_i[0]
+        if block_s.shape[1] > k:
+            best_s, position = select(block_s, k)
+            block_s, block_i = best_s, np.take_along_axis(block_i, position, axis=1)
+        order = np.lexsort((block_i, -block_s), axis=1)
+        top_scores[q0 : q0 + block.shape[0]] = np.take_along_axis(block_s, order, axis=1)
+        top_index[q0 : q0 + block.shape[0]] = np.take_along_axis(block_i, order, axis=1)
     return top_scores, top_index
+
+
+def _torch_top_k(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Each row's ``k`` best (unordered): values and column indices."""
+    import torch
+
+    with torch.inference_mode():
+        values, index = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False)
+    return values.numpy(), index.numpy()
+
+
+def _numpy_top_k(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Each row's ``k`` best (unordered): values and column indices."""
+    index = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
+    return np.take_along_axis(scores, index, axis=1), index.astype(np.int64, copy=False)
 
 
 @dataclass
@@ -150,7 +167,7 @@ class DenseRetriever:
         queries = self.embed_queries(dataset, show_progress=show_progress)
         scores, index = exact_top_k(queries, documents, k)
         search_seconds = time.perf_counter() - start
-        truncated = count_truncated(self.encoder, [d.full_text for d in dataset.corpus])
+        truncated = count_truncated(self.encoder, [d.full_text for d in dataset.corpus], cache=self.cache)
         return RetrievalResult(
             run=_to_run(dataset, scores, index),
             index_seconds=index_seconds,

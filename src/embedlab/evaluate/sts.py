@@ -22,8 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from scipy import stats
-
 from embedlab.errors import EmbedlabError
 
 
@@ -52,6 +50,8 @@ def sts_correlation(predicted: Sequence[float], gold: Sequence[float]) -> dict[s
             raise EmbedlabError(f"the {label} scores contain NaN or infinity")
         if min(values) == max(values):
             raise EmbedlabError(f"all {label} scores are equal ({values[0]}); the correlation is undefined")
+    from scipy import stats  # imported here: scipy.stats costs a second at start-up, and most runs never use it
+
     return {
         "spearman": float(stats.spearmanr(x, y).statistic),
         "pearson": float(stats.pearsonr(x, y).statistic),
