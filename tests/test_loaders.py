@@ -101,9 +101,7 @@ def _minimal_pdf(pages: list[str]) -> bytes:
 
 
 @pytest.mark.parametrize(("split", "queries", "judgements"), [("test", 300, 339), ("train", 809, 919)])
-def test_scifact_loads_with_the_published_counts(
-    shared_data: Path, split: str, queries: int, judgements: int
-) -> None:
+def test_scifact_loads_with_the_published_counts(shared_data: Path, split: str, queries: int, judgements: int) -> None:
     ds = load_beir(shared_data / "scifact", split=split)
     assert ds.stats() == {"documents": 5183, "queries": queries, "judgements": judgements}
     assert (ds.name, ds.split) == ("scifact", split)
@@ -426,9 +424,7 @@ def documents(tmp_path: Path) -> Path:
 def test_folder_of_documents(documents: Path) -> None:
     ds = load_folder(documents, chunk_tokens=30, overlap_tokens=5)
     ids = [d.id for d in ds.corpus]
-    assert ids == ["Zeta.TXT#0", "b.html#0", "c.pdf#0", "guide/install.md#0"] + [
-        f"long.txt#{i}" for i in range(4)
-    ]
+    assert ids == ["Zeta.TXT#0", "b.html#0", "c.pdf#0", "guide/install.md#0"] + [f"long.txt#{i}" for i in range(4)]
     assert ds.stats() == {"documents": 8, "queries": 0, "judgements": 0}
     by_id = ds.documents_by_id
 

@@ -276,9 +276,7 @@ def test_matches_ranx_on_scifact_bm25(scifact_bm25):
     for qid in dropped:
         del run[qid], ordered[qid]
 
-    metrics = [
-        f"{name}@{k}" for name in ("ndcg", "recall", "precision", "mrr", "map") for k in (1, 3, 10, 100)
-    ]
+    metrics = [f"{name}@{k}" for name in ("ndcg", "recall", "precision", "mrr", "map") for k in (1, 3, 10, 100)]
     ours = evaluate_run(run, qrels, metrics)
     assert ours.missing_queries == tuple(q for q in qrels if q in dropped)
     ranx_run = ranx.Run(ordered)

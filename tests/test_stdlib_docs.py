@@ -86,12 +86,8 @@ def test_a_known_pair_matches_the_docstring(built):
     dataset, _ = built
     documents = dataset.documents_by_id
     queries = {q.id: q.text for q in dataset.queries}
-    doc_id = next(
-        d for d in documents if d.startswith("statistics.") and documents[d].metadata["kind"] == "function"
-    )
-    summary, rest = split_summary(
-        inspect.getdoc(getattr(statistics, doc_id.removeprefix("statistics."))) or ""
-    )
+    doc_id = next(d for d in documents if d.startswith("statistics.") and documents[d].metadata["kind"] == "function")
+    summary, rest = split_summary(inspect.getdoc(getattr(statistics, doc_id.removeprefix("statistics."))) or "")
     assert queries[f"q:{doc_id}"] == summary
     assert documents[doc_id].text.endswith(rest)
     assert documents[doc_id].title == ""

@@ -80,9 +80,7 @@ def token_counter(tokenizer: Any = None) -> TokenCounter:
     if tokenizer is None:
         return lambda text: len(_UNIT.findall(text))
     inner = getattr(tokenizer, "tokenizer", None)
-    if inner is not None and (
-        callable(getattr(inner, "tokenize", None)) or callable(getattr(inner, "encode", None))
-    ):
+    if inner is not None and (callable(getattr(inner, "tokenize", None)) or callable(getattr(inner, "encode", None))):
         tokenizer = inner
     tokenize = getattr(tokenizer, "tokenize", None)
     if callable(tokenize):
@@ -125,9 +123,7 @@ def _units(text: str, count: TokenCounter, chunk_tokens: int) -> list[tuple[int,
     return units
 
 
-def _split_long(
-    word: str, offset: int, n: int, count: TokenCounter, chunk_tokens: int
-) -> list[tuple[int, int, int]]:
+def _split_long(word: str, offset: int, n: int, count: TokenCounter, chunk_tokens: int) -> list[tuple[int, int, int]]:
     """Cut one over-long unit into character pieces of at most ``chunk_tokens`` tokens each."""
     pieces: list[tuple[int, int, int]] = []
     start = 0
@@ -160,8 +156,7 @@ def chunk_text(
         raise ChunkingError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     if not 0 <= overlap_tokens < chunk_tokens:
         raise ChunkingError(
-            f"overlap_tokens must be at least 0 and less than chunk_tokens ({chunk_tokens}), "
-            f"got {overlap_tokens}"
+            f"overlap_tokens must be at least 0 and less than chunk_tokens ({chunk_tokens}), got {overlap_tokens}"
         )
     units = _units(text, token_counter(tokenizer), chunk_tokens)
     return [

@@ -223,9 +223,7 @@ def _id_field(record: Mapping[str, Any], key: str, path: Path, line: int, what: 
 def _str_field(record: Mapping[str, Any], key: str, path: Path, line: int, *, required: bool) -> str:
     if key not in record:
         if required:
-            raise DataError(
-                path, f"missing field '{key}'", line=line, fix=f"add a '{key}' string to every line"
-            )
+            raise DataError(path, f"missing field '{key}'", line=line, fix=f"add a '{key}' string to every line")
         return ""
     value = record[key]
     if value is None:
@@ -265,9 +263,7 @@ def _parse_score(raw: Any, path: Path, line: int, field: str = "score") -> float
     else:
         value = math.nan
     if not math.isfinite(value):
-        raise DataError(
-            path, f"{field} {raw!r} is not a number", line=line, fix=f"write '{field}' as a number"
-        )
+        raise DataError(path, f"{field} {raw!r} is not a number", line=line, fix=f"write '{field}' as a number")
     return value
 
 
@@ -308,13 +304,10 @@ def load_beir(
 
     corpus = _read_beir_corpus(corpus_path)
     queries, query_lines = _read_beir_queries(queries_path)
-    qrels, unknown_count, unknown_examples = _read_qrels(
-        qrels_path, set(query_lines), {doc.id for doc in corpus}
-    )
+    qrels, unknown_count, unknown_examples = _read_qrels(qrels_path, set(query_lines), {doc.id for doc in corpus})
     if unknown_count:
-        problem = (
-            f"{unknown_count} judgement row(s) name ids not in queries.jsonl or corpus.jsonl, e.g. "
-            + "; ".join(f"line {line}: {what}" for line, what in unknown_examples)
+        problem = f"{unknown_count} judgement row(s) name ids not in queries.jsonl or corpus.jsonl, e.g. " + "; ".join(
+            f"line {line}: {what}" for line, what in unknown_examples
         )
         if not allow_unknown_ids:
             raise DataError(
@@ -371,9 +364,7 @@ def _read_beir_corpus(path: Path) -> tuple[Document, ...]:
             )
         metadata = record.get("metadata")
         documents.append(
-            Document(
-                id=doc_id, text=text, title=title, metadata=metadata if isinstance(metadata, dict) else {}
-            )
+            Document(id=doc_id, text=text, title=title, metadata=metadata if isinstance(metadata, dict) else {})
         )
     if not documents:
         raise DataError(path, "no documents", fix="write one JSON document per line")
@@ -645,8 +636,7 @@ def _table_pair_rows(path: Path, *, tsv: bool) -> Iterator[tuple[int, TrainingEx
                 path,
                 f"{len(row)} fields but the header has {len(header)}",
                 line=line,
-                fix="remove the extra fields"
-                + (" (TSV fields cannot contain tabs)" if tsv else " or quote them"),
+                fix="remove the extra fields" + (" (TSV fields cannot contain tabs)" if tsv else " or quote them"),
             )
         row = row + [""] * (len(header) - len(row))
         score = row[score_at].strip() if score_at is not None else ""
@@ -811,9 +801,7 @@ def load_folder(
     empty: list[str] = []
     for relative, file in files:
         title, text, page_starts = _extract(file)
-        chunks = chunk_text(
-            text, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer
-        )
+        chunks = chunk_text(text, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer)
         if not chunks:
             empty.append(relative)
         for chunk in chunks:
@@ -835,9 +823,7 @@ def load_folder(
                 )
             )
     if not documents:
-        raise DataError(
-            root, f"no text found in {len(files)} file(s)", fix="check the files are not empty or scanned"
-        )
+        raise DataError(root, f"no text found in {len(files)} file(s)", fix="check the files are not empty or scanned")
     if empty:
         warnings.warn(
             f"{root}: skipped {len(empty)} file(s) with no text (scanned PDFs need OCR first), e.g. "

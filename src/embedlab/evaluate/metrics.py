@@ -237,9 +237,7 @@ def evaluate_run(run: Run, qrels: Qrels, metrics: Sequence[str]) -> RunScores:
     query_ids = tuple(q for q, docs in qrels.items() if any(g > 0 for g in docs.values()))
     skipped = tuple(q for q, docs in qrels.items() if not any(g > 0 for g in docs.values()))
     if not query_ids:
-        raise EmbedlabError(
-            "the qrels have no query with a relevant document (grade > 0); nothing to evaluate"
-        )
+        raise EmbedlabError("the qrels have no query with a relevant document (grade > 0); nothing to evaluate")
     depth = max(m.k for m in parsed)
     judged = _judge(run, qrels, query_ids, depth)
     per_query: dict[str, Mapping[str, float]] = {}
