@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -602,6 +603,18 @@ def recommend(
     if not candidates:
         raise EmbedlabError("no candidates to recommend from")
     constraints = constraints or Constraints()
+    advise = functools.partial(
+        finetune_advice,
+        candidates,
+        per_query=per_query,
+        metric=metric,
+        training=training,
+        data_ref=data_ref,
+        out=out,
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+    )
     by_quality = sorted(candidates, key=lambda c: -c.quality)
     violations = {c.name: check(c, constraints) for c in by_quality}
     feasible = [c for c in by_quality if not violations[c.name]]
@@ -622,18 +635,7 @@ def recommend(
             + ", ".join(c.name for c in misses)
             + "."
         )
-        advice = finetune_advice(
-            candidates,
-            chosen=None,
-            per_query=per_query,
-            metric=metric,
-            training=training,
-            data_ref=data_ref,
-            out=out,
-            alpha=alpha,
-            resamples=resamples,
-            seed=seed,
-        )
+        advice = advise(chosen=None)
         return Recommendation(
             metric=metric,
             model=None,
@@ -722,18 +724,7 @@ def recommend(
             + (", but ruled out by your constraints" if ruled_out else "")
         )
     headline = f"Use {chosen.title}."
-    advice = finetune_advice(
-        candidates,
-        chosen=chosen,
-        per_query=per_query,
-        metric=metric,
-        training=training,
-        data_ref=data_ref,
-        out=out,
-        alpha=alpha,
-        resamples=resamples,
-        seed=seed,
-    )
+    advice = advise(chosen=chosen)
     return Recommendation(
         metric=metric,
         model=chosen.name,
