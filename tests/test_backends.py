@@ -16,12 +16,14 @@ from embedlab.errors import ModelError
 from embedlab.models import backends
 from embedlab.models.backends import (
     BACKENDS,
+    CHECK_TEXTS,
     BackendMeasurement,
     Calibration,
     QualityGate,
     TokenizedRunner,
     calibrate,
     calibration_path,
+    calibration_texts,
     machine_identity,
     machine_key,
     quick_backends,
@@ -183,7 +185,11 @@ def test_auto_runs_the_calibrated_choice(minilm: SentenceTransformerEncoder) -> 
         rounds=2,
         gate=QualityGate(),
         measurements=measured,
-        manifest={"eval_data": None, "recipes": {name: b.full_recipe for name, b in BACKENDS.items()}},
+        manifest={
+            "eval_data": None,
+            "recipes": {name: b.full_recipe for name, b in BACKENDS.items()},
+            "check_texts": CHECK_TEXTS,
+        },
     )
     path = calibration_path(minilm.source_fingerprint)
     saved = path.read_text() if path.exists() else None
@@ -213,3 +219,10 @@ def test_compare_rejects_an_unknown_backend_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["compare", "--models", "bm25", "--backend", "onnx-int4", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "unknown backend 'onnx-int4'" in result.output
+
+
+def test_quantisation_is_checked_on_texts_it_was_not_fitted_to() -> None:
+    fit, check = calibration_texts(64, half="fit"), calibration_texts(64, half="check")
+    assert len(set(fit)) == len(set(check)) == 64
+    assert not set(fit) & set(check)
+    assert len(check[-1]) > 10 * len(check[0])  # short to long, as the texts a model meets

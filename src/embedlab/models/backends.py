@@ -513,7 +513,7 @@ def _sensitive_matmuls(folder: Path, model_path: Path) -> dict[str, float]:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=min(graph["max_tokens"], 256))
     tokenizer.enable_padding(pad_id=graph["pad_id"])
-    texts = calibration_texts(32)[16:]  # the longer half: the most activations to quantise
+    texts = calibration_texts(32, half="fit")[16:]  # the longer half: the most activations to quantise
     feeds = []
     for start in range(0, len(texts), 4):
         encodings = tokenizer.encode_batch(list(texts[start : start + 4]))
@@ -593,7 +593,7 @@ def _openvino_int8(source: ModelSource, parent: Path | None, out: Path) -> None:
     tokenizer = Tokenizer.from_file(str(parent / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=graph["max_tokens"])
     tokenizer.no_padding()
-    texts = calibration_texts(64)
+    texts = calibration_texts(64, half="fit")
     batches = []
     for start in range(0, len(texts), 8):
         encodings = tokenizer.encode_batch(list(texts[start : start + 8]))
@@ -633,7 +633,7 @@ ARTIFACTS: dict[str, Artifact] = {
         Artifact(
             "onnx-int8",
             "model.onnx",
-            "ort-dynamic-int8-per-channel-sensitive-float-v3",
+            "ort-dynamic-int8-per-channel-sensitive-float-v4",
             _quantise_onnx_int8,
             "onnx-fused",
         ),
@@ -641,7 +641,7 @@ ARTIFACTS: dict[str, Artifact] = {
         Artifact(
             "openvino-int8",
             "openvino_model.xml",
-            "nncf-ptq-int8-mixed-sensitive-float-v3",
+            "nncf-ptq-int8-mixed-sensitive-float-v4",
             _openvino_int8,
             "onnx-export",
         ),
@@ -908,13 +908,24 @@ def using_backend(name: str) -> Iterator[str]:
 
 
 @cache
-def calibration_texts(n: int = 32) -> tuple[str, ...]:
-    """``n`` real texts spanning short to long: evenly spaced, by length, over the bundled stdlib-docs corpus."""
+def calibration_texts(n: int = 32, *, half: Literal["fit", "check"] = "check") -> tuple[str, ...]:
+    """``n`` real texts spanning short to long: evenly spaced, by length, over one half of the bundled
+    stdlib-docs corpus.
+
+    The corpus, sorted by length, is dealt alternately into two halves: ``"fit"`` texts set what quantisation
+    learns (scales, which layers stay float), ``"check"`` texts measure the result (:func:`calibrate`), so a
+    quantised model is never judged on the texts it was fitted to. (Judged on its own calibration texts,
+    all-MiniLM-L6-v2's OpenVINO int8 scored a mean cosine of 0.9975 to float32; on SciFact abstracts, 0.9946.)
+    """
     from embedlab.data.stdlib_docs import load_stdlib_docs
 
-    texts = sorted((d.full_text for d in load_stdlib_docs().corpus), key=len)
+    texts = sorted((d.full_text for d in load_stdlib_docs().corpus), key=len)[0 if half == "fit" else 1 :: 2]
     n = max(1, min(n, len(texts)))
     return tuple(texts[(i * (len(texts) - 1)) // max(n - 1, 1)] for i in range(n))
+
+
+CHECK_TEXTS = "stdlib-docs-odd-half-v1"
+"""Names the texts :func:`calibrate` measures on; a cached calibration measured on other texts is not reused."""
 
 
 def machine_identity() -> dict[str, Any]:
@@ -1072,7 +1083,8 @@ def _usable_cached(
     recipes = calibration.manifest.get("recipes", {})
     same_recipes = all(recipes.get(name) == BACKENDS[name].full_recipe for name in backends)
     if (
-        set(backends) <= measured
+        calibration.manifest.get("check_texts") == CHECK_TEXTS
+        and set(backends) <= measured
         and calibration.gate == gate
         and calibration.texts >= texts
         and same_data
@@ -1205,6 +1217,7 @@ def calibrate(
             models=[encoder.spec.name],
             eval_data=data_hash,
             recipes={name: BACKENDS[name].full_recipe for name in wanted},
+            check_texts=CHECK_TEXTS,
             wall_seconds=0.0,
         ),
     )
