@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from embedlab.cli import app
@@ -78,6 +79,27 @@ def test_backend_agrees_with_float32(
     assert encoder.dim == 384
     if backend.artifact is not None:
         assert encoder.token_counts(texts).max() > 256  # counted before truncation, without the PyTorch model
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_bf16_multiplies_in_bfloat16_on_the_models_device(device: str, texts: list[str]) -> None:
+    float32 = load_encoder("minilm-l6", device=device, backend="torch")
+    bf16 = load_encoder("minilm-l6", device=device, backend="torch-bf16")
+    assert isinstance(bf16, SentenceTransformerEncoder)
+    seen: list[torch.dtype] = []
+    layer = next(m for m in bf16.model.modules() if isinstance(m, torch.nn.Linear))
+    hook = layer.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    try:
+        vectors = bf16.encode(texts, role="document")
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert next(bf16.model.parameters()).device.type == device
+    cosines = np.einsum("ij,ij->i", vectors, float32.encode(texts, role="document"))
+    assert cosines.min() > 0.999 and cosines.max() < 1 - 1e-7  # close to float32, yet not float32
 
 
 def test_fingerprint_differs_per_backend_and_float32_keeps_its_own(minilm: SentenceTransformerEncoder) -> None:

@@ -154,8 +154,11 @@ class TorchRunner:
         if torch.get_num_threads() > self.threads:
             # PyTorch defaults to the physical cores; only a narrower CPU affinity (a container) lowers that.
             torch.set_num_threads(self.threads)
+        # Autocast on the model's own device: a CPU autocast leaves a GPU model in float32 without a word.
         context: contextlib.AbstractContextManager[Any] = (
-            torch.autocast("cpu", dtype=getattr(torch, self.autocast)) if self.autocast else contextlib.nullcontext()
+            torch.autocast(model.device.type, dtype=getattr(torch, self.autocast))
+            if self.autocast
+            else contextlib.nullcontext()
         )
         with context:
             vectors = model.encode(
