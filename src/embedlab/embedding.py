@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from embedlab.files import write_text_atomic
 from embedlab.models.encoders import Encoder, Role, Vectors
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,7 @@ class EmbeddingCache:
             return None
 
     def put_count(self, fingerprint: str, name: str, value: int) -> None:
-        folder = self._folder(fingerprint)
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".count")
-        with os.fdopen(handle, "w", encoding="ascii") as out:
-            out.write(str(int(value)))
-        os.replace(tmp, folder / f"{name}.count")
+        write_text_atomic(self._folder(fingerprint) / f"{name}.count", str(int(value)))
 
     def size_bytes(self, fingerprint: str) -> int:
         folder = self._folder(fingerprint)
