@@ -143,8 +143,7 @@ def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str,
     timed = sorted(order[: args.docs]) if args.docs < len(texts) else order
     untimed = sorted(set(range(len(texts))) - set(timed)) if args.ndcg else []
     vectors = {name: np.zeros((len(texts), 0), dtype=np.float32) for name in arms}
-    seconds = dict.fromkeys(arms, 0.0)
-    rounds: list[dict[str, float]] = []
+    rounds: list[dict[str, float]] = []  # each round's seconds per arm
     chunks = [timed[i : i + args.chunk] for i in range(0, len(timed), args.chunk)]
     names = list(arms)
     state = ChunkState(args.state / model, names, hardware(), timed, args.chunk) if args.state else None
@@ -163,11 +162,11 @@ def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str,
             took, outs = stored
         rounds.append(took)
         for name in names:
-            seconds[name] += took[name]
             if vectors[name].shape[1] == 0:
                 vectors[name] = np.zeros((len(texts), outs[name].shape[1]), dtype=np.float32)
             vectors[name][chunk] = outs[name]
         done = sum(len(c) for c in chunks[: number + 1])
+        seconds = {n: sum(r[n] for r in rounds) for n in names}
         speeds = ", ".join(f"{n} {done / seconds[n]:.1f}" for n in names)
         print(f"  {done}/{len(timed)} docs{' (stored)' if stored else ''} — docs/s: {speeds}", flush=True)
     for name in names:
@@ -183,7 +182,7 @@ def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str,
         speed = len(timed) / seconds[name]
         # Every arm of a round ran on the same documents within minutes of each other, so the per-round ratio
         # is fair even when the machine was busy for a while; its median is robust to such rounds.
-        per_round = np.array([r[REFERENCE] / r[name] for r in rounds])
+        low, median, high = np.quantile([r[REFERENCE] / r[name] for r in rounds], [0.25, 0.5, 0.75])
         mine = vectors[name][timed]
         cosines = np.einsum("ij,ij->i", mine, reference) / (
             np.linalg.norm(mine, axis=1) * np.linalg.norm(reference, axis=1)
@@ -196,8 +195,8 @@ def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str,
         results[name] = {
             "docs_per_second": speed,
             "ratio_to_default": speed / base_speed,
-            "round_ratio_median": float(np.median(per_round)),
-            "round_ratio_quartiles": [float(np.quantile(per_round, 0.25)), float(np.quantile(per_round, 0.75))],
+            "round_ratio_median": float(median),
+            "round_ratio_quartiles": [float(low), float(high)],
             "rounds": len(rounds),
             "ndcg@10": ndcg,
             "mean_cosine_to_default": float(cosines.mean()),
