@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from embedlab.finetune.config import FinetuneConfig
 from embedlab.finetune.losses import get_loss, loss_data, matryoshka_dims
 from embedlab.finetune.negatives import mine_hard_negatives
 from embedlab.finetune.pairs import TrainPair, cloze_pairs, llm_pairs, pairs_from_judgements, title_pairs
-from embedlab.finetune.splits import holdout_split, make_splits
+from embedlab.finetune.splits import holdout_split, make_splits, near_duplicate_key
 
 # --- splits ------------------------------------------------------------------------------------------
 
@@ -68,11 +69,42 @@ def test_split_rules_remove_test_queries_and_test_positives() -> None:
     assert report.clean
     used = {q.id for q in splits.train.queries} | {q.id for q in splits.dev.queries}
     assert used.isdisjoint({"t1", "a", "b"})
-    assert dict(splits.train.qrels.get("c", splits.dev.qrels.get("c", {}))) == {"d7": 1}
+    dev_documents = {d for q in splits.dev.qrels for d in splits.dev.qrels[q]}
+    if "c" in splits.dev.qrels:
+        assert dict(splits.dev.qrels["c"]) == {"d7": 1}
+    else:  # d2 dropped (a test answer); d7 too when a dev query shares it (rule 4), and then c has nothing left
+        assert dict(splits.train.qrels.get("c", {})) == ({} if "d7" in dev_documents else {"d7": 1})
     assert {q.id for q in splits.dev.queries}.isdisjoint({q.id for q in splits.train.queries})
     positives = {d for q in splits.train.qrels for d in splits.train.qrels[q]}
     assert positives.isdisjoint({"d1", "d2"})
     assert "leakage check" in str(report) and "(clean)" in str(report)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dev_split_shares_no_answer_and_no_near_duplicate_with_training(seed: int) -> None:
+    queries = {f"q{i}": f"how to sort list number {i}" for i in range(12)}
+    queries["dup"] = "Number 0: how to SORT list?"  # the words of q0 in another order: a near-duplicate
+    qrels = {f"q{i}": {f"d{i % 4}": 1} for i in range(12)} | {"dup": {"d9": 1}}
+    train = _dataset(queries, qrels, "train")
+    test = _dataset({"t": "an unrelated test query"}, {"t": {"d8": 1}}, "test")
+    splits = make_splits(train, test, dev_fraction=0.25, dev_min=3, dev_max=3, seed=seed)
+    dev_ids = {q.id for q in splits.dev.queries}
+    dev_documents = {d for q in splits.dev.qrels for d in splits.dev.qrels[q]}
+    train_documents = {d for q in splits.train.qrels for d in splits.train.qrels[q]}
+    assert len(dev_ids) == 3
+    assert dev_documents and train_documents.isdisjoint(dev_documents)
+    assert splits.leakage.dropped_for_dev > 0
+    assert splits.leakage.dev_relevant_documents == len(dev_documents)
+    train_ids = {q.id for q in splits.train.queries}
+    assert not ({"q0", "dup"} & dev_ids and {"q0", "dup"} & train_ids)  # near-duplicates never straddle
+    if len({"q0", "dup"} & dev_ids) == 1:
+        assert splits.leakage.near_duplicates_of_dev >= 1
+    assert "dev mirrors test" in str(splits.leakage)
+
+
+def test_near_duplicate_key_ignores_case_punctuation_and_order() -> None:
+    assert near_duplicate_key("Sort a list, in Python!") == near_duplicate_key("in python: sort a LIST")
+    assert near_duplicate_key("How do I sort a list?") != near_duplicate_key("how to sort a list")
 
 
 def test_allowing_test_positives_is_reported_as_a_leak() -> None:
@@ -248,3 +280,96 @@ def test_cli_bad_input_is_one_line(tmp_path: Any, shared_data: Any, extra: list[
     assert result.exit_code == 2
     assert result.output.startswith("error:") and needle in result.output
     assert "Traceback" not in result.output
+
+
+# --- corpus queries and teachers -------------------------------------------------------------------
+
+
+def test_keyword_queries_are_a_documents_most_distinctive_words_in_text_order() -> None:
+    from embedlab.data.dataset import Document
+    from embedlab.finetune.pairs import keyword_pairs, pseudo_pairs
+
+    corpus = [
+        Document("d1", "The kinase phosphorylates the receptor; the receptor binds kinase inhibitors."),
+        Document("d2", "The cat sat on the mat."),
+        Document("d3", "The dog sat on the mat."),
+        Document("d4", "the the the"),
+    ]
+    pairs = keyword_pairs(corpus, limit=10, seed=0)
+    assert {p.positive_id for p in pairs} == {"d1", "d2", "d3"}  # d4 has no content word
+    by_id = {p.positive_id: p.example.query.split() for p in pairs}
+    assert by_id["d2"][0] == "cat" and "the" not in by_id["d2"]  # the rarest word ranks first, stop words never
+    words = by_id["d1"]
+    assert 2 <= len(words) <= 5 and len(set(words)) == len(words)
+    text = corpus[0].text.lower()
+    assert [text.index(w) for w in words] == sorted(text.index(w) for w in words)  # in the order of the text
+    assert keyword_pairs(corpus, limit=10, seed=0) == pairs
+    assert [p.origin for p in pseudo_pairs(corpus, ["keywords"], per_kind=2, seed=0)] == ["keywords"] * 2
+    with pytest.raises(EmbedlabError, match="unknown pseudo-query"):
+        pseudo_pairs(corpus, ["summaries"], per_kind=2)
+
+
+def test_teachers_score_relevant_documents_higher_and_margins_fit_the_loss(scifact_small: RetrievalDataset) -> None:
+    import numpy as np
+
+    from embedlab.finetune.losses import get_loss
+    from embedlab.finetune.teacher import (
+        BM25Teacher,
+        HybridTeacher,
+        LabelledTriples,
+        MarginExample,
+        load_teacher,
+        margin_loss_data,
+    )
+
+    corpus = scifact_small.corpus
+    row_of = {d.id: i for i, d in enumerate(corpus)}
+    queries = [q for q in scifact_small.queries if q.id in scifact_small.qrels][:20]
+    relevant = np.asarray([[row_of[next(iter(scifact_small.qrels[q.id]))]] for q in queries])
+    others = np.asarray([[(int(r[0]) + 37) % len(corpus)] for r in relevant])
+    rows = np.concatenate([relevant, others], axis=1)
+    texts = [q.text for q in queries]
+    lexical = BM25Teacher(corpus)
+    dense = load_teacher("minilm-l6", corpus)
+    hybrid = load_teacher("hybrid:minilm-l6", corpus)
+    assert isinstance(hybrid, HybridTeacher) and hybrid.name == "hybrid:minilm-l6"
+    for teacher in (lexical, dense, hybrid):
+        scores = teacher.score(texts, rows)
+        assert scores.shape == (20, 2)
+        assert (scores[:, 0] > scores[:, 1]).mean() >= 0.8, teacher.name  # real claims, their cited abstracts
+    bm25 = lexical.score(texts, rows)
+    assert bm25.max() <= 1.0 + 1e-6 and bm25.min() >= 0
+    assert np.allclose(hybrid.score(texts, rows), 0.5 * (dense.score(texts, rows) + bm25), atol=1e-5)
+
+    triples = LabelledTriples(
+        teacher="t",
+        examples=(MarginExample("q", "p", ("n1", "n2"), (0.3, 0.1), "keywords"),) * 3,
+        positive_scores={},
+        negative_scores={},
+        inverted=0,
+        cached=False,
+        seconds=0.0,
+    )
+    data = margin_loss_data(triples)
+    assert list(data.columns) == ["query", "positive", "negative_1", "negative_2", "label"]
+    assert data.columns["label"][0] == [0.3, 0.1] and data.texts_per_row == 4
+    assert get_loss("margin-mse").data == "margins"
+    with pytest.raises(EmbedlabError, match="teacher"):
+        loss_data("margin-mse", PAIRS)
+
+
+def test_teacher_from_a_select_report_names_the_hybrids_dense_part(tmp_path: Path) -> None:
+    from embedlab.finetune.teacher import teacher_from_report
+    from embedlab.report import add_section
+
+    assert teacher_from_report(tmp_path) is None
+    board = {"best": "hybrid", "models": [{"name": "hybrid"}, {"name": "bm25"}, {"name": "mpnet-base"}]}
+    add_section(tmp_path, "leaderboard", board, "board", "<p>board</p>")
+    assert teacher_from_report(tmp_path) == "hybrid:mpnet-base"
+    add_section(tmp_path, "leaderboard", {"best": "bm25", "models": []}, "board", "<p>board</p>")
+    assert teacher_from_report(tmp_path) == "bm25"
+
+
+def test_corpus_training_needs_a_teacher() -> None:
+    with pytest.raises(EmbedlabError, match="teacher"):
+        FinetuneConfig.create(train_queries="corpus")

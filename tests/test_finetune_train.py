@@ -107,9 +107,62 @@ def test_cli_finetune_end_to_end(small_beir: Path, tmp_path: Path, shared_data: 
         not np.allclose(a.detach().numpy(), b.detach().numpy())
         for a, b in zip(tuned.parameters(), base.parameters(), strict=True)
     ]
-    assert any(changed)
+    decision = payload["dev_decision"]
+    # The base model is kept unless the dev gain is significant, and the report says which.
+    if decision is not None and not decision["significant"]:
+        assert not any(changed) and any("not significant" in w for w in payload["warnings"])
+        assert payload["after"]["means"] == payload["before"]["means"]
+    elif decision is not None:
+        assert any(changed)
+    assert any("in-distribution" in n for n in result.stdout.splitlines())
     encoder = load_encoder(model_dir)
     assert encoder.encode(["a claim"], role="query").shape == (1, 384)
+
+
+def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path, tmp_path: Path) -> None:
+    """Corpus queries only (no human training judgement), BM25 as the teacher, a separate --eval set."""
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    held = tmp_path / "eval"
+    (held / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (held / name).write_text((small_beir / name).read_text())
+    (held / "qrels" / "test.tsv").write_text((small_beir / "qrels" / "test.tsv").read_text())
+    out = tmp_path / "ft"
+    args = ["finetune", "--data", str(small_beir), "--out", str(out), "--teacher", "bm25", "--train-queries",
+            "corpus", "--pseudo-queries", "keywords", "--eval", str(held), "--epochs", "1", "--batch-size", "8",
+            "--max-seq-length", "64", "--precision", "fp32", "--time-budget", "0"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "finetune.json").read_text())
+    assert payload["train_queries"] == "corpus"
+    assert payload["pairs"]["total"] == 0  # no judged pair trained
+    assert payload["teacher"]["name"] == "bm25" and payload["teacher"]["examples"] > 0
+    assert payload["corpus_queries"]["made"] == {"keywords": 80}
+    # dev: every judged training query (they do not train here), and no corpus query on a dev answer
+    assert payload["data"]["dev"]["queries"] > 0 and payload["data"]["train"]["queries"] == 0
+    assert payload["corpus_queries"]["dropped_positive_relevant_to_dev_query"] > 0
+    assert payload["eval"]["data"]["queries"] == 8 and payload["data"]["in_distribution"] is False
+    assert "on the --eval set" in result.stdout and "headline" in result.stdout
+    assert payload["dev_decision"] is None or "significant" in payload["dev_decision"]
+    # the labels are cached by content: a second labelling reads them back
+    from embedlab.data.loaders import load_beir
+    from embedlab.embedding import EmbeddingCache
+    from embedlab.finetune.pairs import keyword_pairs
+    from embedlab.finetune.teacher import BM25Teacher, label_triples
+
+    corpus = load_beir(small_beir, "test").corpus
+    pairs = keyword_pairs(corpus, limit=20, seed=0)
+    cache = EmbeddingCache(tmp_path / "cache")
+    encoder = load_encoder("minilm-l6")
+    first = label_triples(pairs, corpus, teacher=BM25Teacher(corpus), student=encoder, negatives=2, cache=cache)
+    again = label_triples(pairs, corpus, teacher=BM25Teacher(corpus), student=encoder, negatives=2, cache=cache)
+    assert not first.cached and again.cached
+    assert [e.margins for e in first.examples] == [e.margins for e in again.examples]
+    assert all(len(e.negatives) == 2 and e.positive not in e.negatives for e in first.examples)
+    assert first.scale > 0
 
 
 def test_training_raises_held_in_similarity_and_resumes(small_beir: Path, tmp_path: Path) -> None:

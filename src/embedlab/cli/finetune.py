@@ -74,6 +74,34 @@ def finetune(
     guard: Annotated[
         Path | None, typer.Option("--guard", help="General-domain STS data, e.g. ../shared/data/stsb.")
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="Label corpus queries with a stronger system and train with MarginMSE: a dense model, bm25, "
+            "hybrid[:MODEL] or a CrossEncoder folder. Default: the best system of a select report in --out."
+        ),
+    ] = None,
+    train_queries: Annotated[
+        str,
+        typer.Option(
+            help="judged (training judgements), corpus (only queries made from the corpus, labelled by the "
+            "teacher), both, or auto (judged, plus corpus queries when there is a teacher)."
+        ),
+    ] = _DEFAULTS.train_queries,
+    pseudo_queries: Annotated[
+        str, typer.Option(help="Kinds of corpus queries: title, cloze, keywords (comma-separated).")
+    ] = ",".join(_DEFAULTS.pseudo_queries),
+    teacher_negatives: Annotated[int, typer.Option(help="Negatives per corpus query, each with a margin.")] = (
+        _DEFAULTS.teacher_negatives
+    ),
+    eval_data: Annotated[
+        str | None,
+        typer.Option(
+            "--eval",
+            help="Separate labelled data (BEIR folder or pairs file) measured before and after: never trained on, "
+            "never picks the checkpoint; the report's headline.",
+        ),
+    ] = None,
     matryoshka: Annotated[str, typer.Option(help="Matryoshka dimensions, e.g. 384,256,128,64.")] = "",
     llm_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible endpoint that writes pseudo-queries (off by default).")
@@ -90,13 +118,17 @@ def finetune(
 ) -> None:
     """Fine-tune a model on your data and measure it on queries it never saw, before and after.
 
-    Splits are strict (test queries and their relevant documents never train; a dev split picks the
-    checkpoint), hard negatives are mined with false negatives dropped, and the saved folder loads with
-    SentenceTransformer(path). An interrupted run resumes from its last checkpoint in the same --out.
+    Splits are strict (test queries and their relevant documents never train; a dev split whose answers never
+    train picks the checkpoint, and the base model is kept unless the dev gain is significant), hard negatives
+    are mined with false negatives dropped, and the saved folder loads with SentenceTransformer(path). With
+    --teacher, queries made from the whole corpus are labelled by the teacher's score margins (GPL-style). An
+    interrupted run resumes from its last checkpoint in the same --out.
 
-    Example:
+    Examples:
 
         embedlab finetune --data ../shared/data/scifact --base minilm-l6 --guard ../shared/data/stsb --out runs/ft
+
+        embedlab finetune --data docs/ --train-queries corpus --teacher hybrid:mpnet-base --eval judged/ --out runs/ft
     """
     from embedlab.finetune.run import finetune as run_finetune
 
@@ -121,6 +153,10 @@ def finetune(
         max_seq_length=max_seq_length,
         k_values=tuple(parse_k_values(k)),
         seed=seed,
+        teacher=teacher,
+        train_queries=train_queries,
+        pseudo_queries=tuple(split_list(pseudo_queries)),
+        teacher_negatives=teacher_negatives,
     )
     result = run_finetune(
         data,
@@ -129,6 +165,7 @@ def finetune(
         pairs_file=pairs,
         scored_file=scored,
         guard=guard,
+        eval_data=eval_data,
         export_suspects=export_suspects,
         cache=open_cache(cache_dir),
         echo=lambda line: typer.echo(line, err=True),

@@ -36,7 +36,8 @@ from embedlab.errors import EmbedlabError
 
 Miner = Literal["model", "bm25"]
 Precision = Literal["auto", "fp32", "bf16"]
-PseudoQueryKind = Literal["title", "cloze"]
+PseudoQueryKind = Literal["title", "cloze", "keywords"]
+TrainQueries = Literal["auto", "judged", "corpus", "both"]
 
 
 class FinetuneConfig(BaseModel):
@@ -67,8 +68,22 @@ class FinetuneConfig(BaseModel):
     dev_max: int = Field(100, ge=0)
     dev_pool: int = Field(10, ge=1, description="base-model candidates per dev query in the dev corpus")
     allow_test_positives: bool = False
-    pseudo_queries: tuple[PseudoQueryKind, ...] = ("title", "cloze")
-    pseudo_max: int = Field(5000, ge=1)
+    pseudo_queries: tuple[PseudoQueryKind, ...] = ("title", "cloze", "keywords")
+    pseudo_max: int = Field(5000, ge=1, description="documents per pseudo-query kind, at most")
+    train_queries: TrainQueries = Field(
+        "auto",
+        description="judged: the training judgements; corpus: only queries made from the corpus (needs a teacher); "
+        "both; auto: judged, plus corpus queries when a teacher is given (corpus when nothing is judged)",
+    )
+
+    # Teacher (GPL-style distillation with MarginMSE; see embedlab.finetune.teacher)
+    teacher: str | None = None
+    teacher_negatives: int = Field(2, ge=1, description="negatives per corpus query, each with the teacher's margin")
+    teacher_window: tuple[int, int] = (3, 50)
+    dev_alpha: float = Field(
+        0.05, gt=0, lt=1, description="the fine-tuned model is kept only when its dev gain is significant at this level"
+    )
+    dev_corpus_max: int = Field(300, ge=0, description="dev queries, at most, when only corpus queries train")
     llm_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_max: int = Field(200, ge=1)
@@ -100,6 +115,10 @@ class FinetuneConfig(BaseModel):
         low, high = self.rank_window
         if not 0 <= low < high:
             raise ValueError(f"rank_window must be (low, high) with 0 <= low < high, got {self.rank_window}")
+        if self.train_queries == "corpus" and not self.teacher:
+            raise ValueError("train_queries 'corpus' needs a teacher (e.g. --teacher hybrid:mpnet-base)")
+        if not 0 <= self.teacher_window[0] < self.teacher_window[1]:
+            raise ValueError(f"teacher_window must be (low, high) with 0 <= low < high, got {self.teacher_window}")
         if self.dev_min > self.dev_max:
             raise ValueError("dev_min must not exceed dev_max")
         if any(d < 1 for d in self.matryoshka_dims):

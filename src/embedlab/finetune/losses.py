@@ -11,7 +11,13 @@ name                     sentence-transformers loss                           da
 ``cosent``               CoSENTLoss                                           (text1, text2, score)
 ``contrastive``          ContrastiveLoss                                      (text1, text2, label 0/1)
 ``online-contrastive``   OnlineContrastiveLoss                                (text1, text2, label 0/1)
+``margin-mse``           MarginMSELoss (cosine), a teacher's margins          (query, positive, negatives...,
+                                                                              margins t(q,p) − t(q,n_i))
 =======================  ===================================================  =====================================
+
+One run may train several losses at once, each on its own data (:class:`LossPart`): teacher-labelled corpus
+queries with ``margin-mse`` beside clean judged pairs with ``mnrl`` (sentence-transformers' multi-data-set
+training: each batch comes from one part, parts drawn in proportion to their size).
 
 ``matryoshka:<name>`` (or a non-empty ``matryoshka_dims``) wraps any of them in MatryoshkaLoss, so the first
 64, 128, ... dimensions of a vector work on their own.
@@ -44,7 +50,7 @@ if TYPE_CHECKING:
 
     from embedlab.finetune.config import FinetuneConfig
 
-DataKind = Literal["pairs", "triplets", "scored", "labelled"]
+DataKind = Literal["pairs", "triplets", "scored", "labelled", "margins"]
 MATRYOSHKA_PREFIX = "matryoshka:"
 
 
@@ -62,6 +68,14 @@ class LossData:
     @property
     def texts_per_row(self) -> int:
         return sum(1 for name in self.columns if name not in ("score", "label"))
+
+
+@dataclass(frozen=True)
+class LossPart:
+    """One loss of a run and the data it trains on."""
+
+    loss: str
+    data: LossData
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,15 @@ def _online_contrastive(model: SentenceTransformer, config: FinetuneConfig) -> n
     return OnlineContrastiveLoss(model)
 
 
+def _margin_mse(model: SentenceTransformer, config: FinetuneConfig) -> nn.Module:
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    from sentence_transformers.util import pairwise_cos_sim
+
+    # Cosine, not the default dot product: teachers' scores are on a cosine-like scale (embedlab.finetune.teacher),
+    # and a student without a Normalize module would otherwise be compared on another scale.
+    return MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+
+
 LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in (
@@ -127,6 +150,7 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec(
             "online-contrastive", "contrastive loss on the hard pairs of a batch", "labelled", _online_contrastive
         ),
+        LossSpec("margin-mse", "MarginMSE on a teacher's score margins", "margins", _margin_mse),
     )
 }
 
@@ -193,6 +217,10 @@ def loss_data(name: str, examples: Sequence[TrainingExample]) -> LossData:
     spec = get_loss(name)
     if not examples:
         raise EmbedlabError("no training examples")
+    if spec.data == "margins":
+        raise EmbedlabError(
+            f"loss '{spec.name}' trains on a teacher's margins: give --teacher (it labels the examples itself)"
+        )
     with_score = sum(ex.score is not None for ex in examples)
     with_negatives = sum(bool(ex.negatives) for ex in examples)
     anchors = [ex.query for ex in examples]

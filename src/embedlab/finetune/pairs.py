@@ -7,9 +7,11 @@ negative mining never picks a known positive:
 * :func:`pairs_from_judgements` — a retrieval data set's judgements: one pair per (query, relevant document);
 * :func:`pairs_from_file` — a pair or triplet file (JSONL/CSV/TSV, see :func:`~embedlab.data.loaders.load_pairs`);
 * :func:`pairs_from_scored` — scored sentence pairs (STS-style) for the cosine-similarity and CoSENT losses;
-* with no queries at all, pseudo-queries made offline from the corpus: :func:`title_pairs` (a document's title
-  is the query, its body the positive) and :func:`cloze_pairs` (inverse cloze: one sentence is the query, the
-  rest of its passage the positive);
+* pseudo-queries made offline from the corpus (:data:`PSEUDO_QUERY_MAKERS`, :func:`pseudo_pairs`):
+  :func:`title_pairs` (a document's title is the query, its body the positive), :func:`cloze_pairs` (inverse
+  cloze: one sentence is the query, the rest of its passage the positive) and :func:`keyword_pairs` (a
+  document's most distinctive words, by tf-idf over the corpus, as a keyword query — what people type into a
+  search box, and the only kind that works for one-line documents such as shell commands or code);
 * optionally :func:`llm_pairs`: an OpenAI-compatible chat endpoint, given by URL, writes one question per
   document (off unless a URL is given; sent through httpx).
 
@@ -188,7 +190,63 @@ def cloze_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> lis
     return out
 
 
-PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs}
+_TERM = re.compile(r"[^\W_]{2,}")
+
+
+def _terms(text: str, stopwords: frozenset[str]) -> list[str]:
+    return [t for t in _TERM.findall(text.lower()) if t not in stopwords]
+
+
+def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> list[TrainPair]:
+    """A keyword query per document: 2–5 of its words with the highest tf-idf in the corpus, in text order.
+
+    Documents with fewer than two distinct non-stop-words are skipped. The number of words is drawn per document
+    (seeded), so queries of several lengths train.
+    """
+    import math
+
+    from bm25s.stopwords import STOPWORDS_EN
+
+    stopwords = frozenset(STOPWORDS_EN)
+    documents = list(corpus)
+    tokenised = [_terms(d.full_text, stopwords) for d in documents]
+    frequency = Counter(t for terms in tokenised for t in set(terms))
+    n = len(documents)
+    rng = random.Random(seed)
+    out = []
+    usable = [d for d, terms in zip(documents, tokenised, strict=True) if len(set(terms)) >= 2]
+    chosen = {id(d) for d in _sample(usable, limit, seed)}
+    for doc, terms in zip(documents, tokenised, strict=True):
+        if id(doc) not in chosen:
+            continue
+        counts = Counter(terms)
+        weight = {t: c * math.log(1 + n / frequency[t]) for t, c in counts.items()}
+        size = min(len(counts), rng.randint(2, 5))
+        top = set(sorted(weight, key=lambda t: (-weight[t], t))[:size])
+        seen: list[str] = []
+        for term in terms:
+            if term in top and term not in seen:
+                seen.append(term)
+        out.append(
+            TrainPair(
+                example=TrainingExample(query=" ".join(seen), positive=doc.full_text),
+                origin="keywords",
+                positive_id=doc.id,
+                positive_ids=frozenset({doc.id}),
+            )
+        )
+    return out
+
+
+PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs, "keywords": keyword_pairs}
+
+
+def pseudo_pairs(corpus: Sequence[Document], kinds: Sequence[str], *, per_kind: int, seed: int = 0) -> list[TrainPair]:
+    """Pseudo-query pairs of every kind in ``kinds`` (at most ``per_kind`` documents each), in that order."""
+    unknown = [k for k in kinds if k not in PSEUDO_QUERY_MAKERS]
+    if unknown:
+        raise EmbedlabError(f"unknown pseudo-query kind(s) {unknown}: use {', '.join(PSEUDO_QUERY_MAKERS)}")
+    return [pair for kind in kinds for pair in PSEUDO_QUERY_MAKERS[kind](corpus, limit=per_kind, seed=seed)]
 
 
 LLM_PROMPT = (

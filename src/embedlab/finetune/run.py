@@ -32,6 +32,7 @@ import hashlib
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedlab.data.dataset import Query, RetrievalDataset, ScoredPairs
+from embedlab.data.dataset import Document, Query, RetrievalDataset, ScoredPairs
 from embedlab.data.loaders import TrainingExample
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.errors import DataError, EmbedlabError
@@ -50,7 +51,7 @@ from embedlab.files import format_table, markdown_table, write_json_atomic, writ
 from embedlab.finetune.adapter import LinearAdapter, save_adapter_model, train_adapter
 from embedlab.finetune.card import write_model_card
 from embedlab.finetune.config import FinetuneConfig
-from embedlab.finetune.losses import get_loss, loss_data
+from embedlab.finetune.losses import LossPart, get_loss, loss_data
 from embedlab.finetune.negatives import MiningReport, mine_hard_negatives
 from embedlab.finetune.pairs import (
     PSEUDO_QUERY_MAKERS,
@@ -60,9 +61,17 @@ from embedlab.finetune.pairs import (
     pairs_from_file,
     pairs_from_judgements,
     pairs_from_scored,
+    pseudo_pairs,
 )
-from embedlab.finetune.splits import LeakageReport, Splits, holdout_split, make_splits
-from embedlab.finetune.train import DevSet, base_model_path, train_model
+from embedlab.finetune.splits import LeakageReport, Splits, holdout_split, make_splits, near_duplicate_key
+from embedlab.finetune.teacher import (
+    LabelledTriples,
+    label_triples,
+    load_teacher,
+    margin_loss_data,
+    teacher_from_report,
+)
+from embedlab.finetune.train import DevSet, base_model_path, load_base_model, train_model
 from embedlab.manifest import build_manifest
 from embedlab.models.encoders import Encoder
 from embedlab.retrieval import Run, exact_top_k
@@ -169,13 +178,62 @@ class FinetuneResult:
             for m in self.headline_metrics
         ]
 
+    def _eval_rows(self) -> list[list[str]]:
+        evaluation = self.extra.get("eval")
+        if not evaluation:
+            return []
+        before, after = evaluation["before"]["means"], evaluation["after"]["means"]
+        return [
+            [m, f"{100 * before[m]:.2f}", f"{100 * after[m]:.2f}", f"{100 * (after[m] - before[m]):+.2f}"]
+            for m in self.headline_metrics
+            if m in before
+        ]
+
+    def notes(self) -> list[str]:
+        """What a reader must know to trust the figures: where they were measured, the teacher, the dev verdict."""
+        out = []
+        evaluation = self.extra.get("eval")
+        if evaluation:
+            diff = evaluation.get("difference") or {}
+            interval = diff.get("difference_interval", {})
+            out.append(
+                f"headline: the --eval set {evaluation['data']['name']} ({evaluation['data'].get('queries', '?')} "
+                f"queries, never trained on, never chose the checkpoint); nDCG@10 change "
+                f"{100 * diff.get('difference', 0.0):+.2f}, 95% CI {100 * interval.get('low', 0.0):+.2f} to "
+                f"{100 * interval.get('high', 0.0):+.2f}"
+            )
+        else:
+            out.append(
+                f"in-distribution: the held-out queries come from the same source as the training data "
+                f"({self.data['name']}); give --eval with queries from where the model will be used"
+            )
+        teacher = self.extra.get("teacher")
+        if teacher:
+            out.append(
+                f"teacher {teacher['name']}: {teacher['examples']} corpus queries labelled with its margins "
+                f"(MarginMSE; trained on: {self.extra.get('train_queries')})"
+            )
+        decision = self.extra.get("dev_decision")
+        if decision:
+            verdict = "kept the fine-tuned model" if decision["significant"] else "kept the base model"
+            out.append(
+                f"dev ({decision['queries']} queries whose answers never trained): nDCG@10 "
+                f"{100 * decision['base_ndcg@10']:.2f} -> {100 * decision['tuned_ndcg@10']:.2f}, "
+                f"p = {decision['p_value']:.3g}: {verdict}"
+            )
+        return out
+
     def __str__(self) -> str:
         counts = self._delta_counts()
         note = f"{len(self.before.query_ids)} held-out queries: {counts['improved']} better, {counts['worse']} worse"
         if self.guard:
             note += f"; STS Spearman {100 * self.guard.before:.2f} -> {100 * self.guard.after:.2f}"
-        table = format_table(["metric", "base", "fine-tuned", "change"], self._rows())
-        return f"{table}\n({note})" + "".join(f"\nwarning: {w}" for w in self.warnings)
+        headers = ["metric", "base", "fine-tuned", "change"]
+        text = ""
+        if self._eval_rows():
+            text = "on the --eval set:\n" + format_table(headers, self._eval_rows()) + "\non the held-out test split:\n"
+        text += format_table(headers, self._rows()) + f"\n({note})"
+        return text + "".join(f"\nnote: {n}" for n in self.notes()) + "".join(f"\nwarning: {w}" for w in self.warnings)
 
     def to_dict(self) -> dict[str, Any]:
         deltas = self.per_query_deltas()
@@ -212,7 +270,21 @@ class FinetuneResult:
             "",
             f"{len(self.before.query_ids)} held-out test queries (never trained on). Scores ×100.",
             "",
+            *(
+                [
+                    "On the --eval set (the headline):",
+                    "",
+                    markdown_table(["metric", "base", "fine-tuned", "change"], self._eval_rows()),
+                    "",
+                    "On the held-out test split:",
+                    "",
+                ]
+                if self._eval_rows()
+                else []
+            ),
             markdown_table(["metric", "base", "fine-tuned", "change"], self._rows()),
+            "",
+            *(f"- {n}" for n in self.notes()),
             "",
             f"Per query ({self.primary}): {counts['improved']} better, {counts['worse']} worse, "
             f"{counts['unchanged']} unchanged.",
@@ -262,12 +334,21 @@ class FinetuneResult:
             *([f"STS Spearman {100 * self.guard.before:.2f} -> {100 * self.guard.after:.2f}."] if self.guard else []),
             *self.warnings,
         ]
+        lines = [*self.notes(), *lines]
+        headers = ["metric", "base", "fine-tuned", "change"]
+        eval_rows = self._eval_rows()
         html = (
             paragraph(f"{self.config.base} fine-tuned ({self.mode}, loss {self.config.loss}); scores ×100.")
-            + table(["metric", "base", "fine-tuned", "change"], self._rows())
+            + (table(headers, eval_rows, caption="On the --eval set (headline)") if eval_rows else "")
+            + table(headers, self._rows(), caption="On the held-out test split")
             + bullets(lines)
         )
-        body = markdown_table(["metric", "base", "fine-tuned", "change"], self._rows()) + "\n\n" + " ".join(lines)
+        body = (
+            (markdown_table(headers, eval_rows) + "\n\n" if eval_rows else "")
+            + markdown_table(headers, self._rows())
+            + "\n\n"
+            + " ".join(lines)
+        )
         payload = {
             "base": self.config.base,
             "mode": self.mode,
@@ -277,6 +358,8 @@ class FinetuneResult:
             "per_query": self._delta_counts(),
             "guard": self.guard.to_dict() if self.guard else None,
             "warnings": self.warnings,
+            "notes": self.notes(),
+            "eval": self.extra.get("eval"),
         }
         return add_section(out, "finetune", payload, body, html, title="Fine-tuning: before and after")
 
@@ -478,6 +561,167 @@ def _guard(
 # The pipeline
 
 
+@dataclass(frozen=True)
+class _CorpusQueries:
+    """Queries made from the corpus for teacher labelling, and what the split rules did with them."""
+
+    pairs: tuple[TrainPair, ...]
+    made: dict[str, int]
+    dropped_held_out: int
+    dropped_dev: int
+    on_test_documents: int
+    test_documents_touched: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "made": self.made,
+            "kept": len(self.pairs),
+            "dropped_same_text_as_test_eval_or_dev_query": self.dropped_held_out,
+            "dropped_positive_relevant_to_dev_query": self.dropped_dev,
+            "kept_with_positive_relevant_to_test_query": self.on_test_documents,
+            "test_relevant_documents_with_pseudo_queries": self.test_documents_touched,
+        }
+
+    def note(self) -> str:
+        return (
+            f"{self.on_test_documents} pseudo-queries were made from {self.test_documents_touched} documents relevant "
+            "to test queries: no human judgement was used, but the model saw those documents' text with queries "
+            "made from them (as it would when fine-tuned on the user's whole corpus)"
+        )
+
+
+def _corpus_queries(
+    corpus: Sequence[Document],
+    config: FinetuneConfig,
+    *,
+    splits: Splits,
+    given: Sequence[TrainPair],
+    eval_set: RetrievalDataset | None,
+) -> _CorpusQueries:
+    """Pseudo-queries over the whole corpus (or ``given`` ones), minus what the split rules forbid."""
+    pairs = list(given) or pseudo_pairs(corpus, config.pseudo_queries, per_kind=config.pseudo_max, seed=config.seed)
+    made = dict(Counter(p.origin for p in pairs))
+    held = [*splits.test.queries, *splits.dev.queries, *(eval_set.queries if eval_set is not None else ())]
+    held_keys = {near_duplicate_key(q.text) for q in held}
+    dev_documents = {d for q in splits.dev.qrels for d, g in splits.dev.qrels[q].items() if g > 0}
+    test_documents = {d for q in splits.test.qrels for d, g in splits.test.qrels[q].items() if g > 0}
+    kept: list[TrainPair] = []
+    same_text = on_dev = 0
+    for pair in pairs:
+        if near_duplicate_key(pair.example.query) in held_keys:
+            same_text += 1
+        elif pair.positive_id in dev_documents:
+            on_dev += 1  # the dev split mirrors the test shift: its answers are never training positives
+        else:
+            kept.append(pair)
+    touched = {p.positive_id for p in kept if p.positive_id in test_documents}
+    return _CorpusQueries(
+        pairs=tuple(kept),
+        made=made,
+        dropped_held_out=same_text,
+        dropped_dev=on_dev,
+        on_test_documents=sum(1 for p in kept if p.positive_id in test_documents),
+        test_documents_touched=len(touched),
+    )
+
+
+@dataclass(frozen=True)
+class DevDecision:
+    """Whether the fine-tuned model beat the base on the dev queries by more than chance."""
+
+    base: float
+    tuned: float
+    p_value: float
+    alpha: float
+    queries: int
+
+    @property
+    def significant(self) -> bool:
+        return self.tuned > self.base and self.p_value < self.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_ndcg@10": self.base,
+            "tuned_ndcg@10": self.tuned,
+            "p_value": self.p_value,
+            "alpha": self.alpha,
+            "queries": self.queries,
+            "significant": self.significant,
+        }
+
+    def __str__(self) -> str:
+        verdict = "significant: the fine-tuned model is kept" if self.significant else (
+            "not significant: the base model is kept"
+        )  # fmt: skip
+        return (
+            f"dev ({self.queries} queries) nDCG@10 {100 * self.base:.2f} -> {100 * self.tuned:.2f} "
+            f"({100 * (self.tuned - self.base):+.2f}, p = {self.p_value:.3g}): {verdict}"
+        )
+
+
+def _dev_decision(
+    dev: RetrievalDataset, base_scores: RunScores, tuned_scores: RunScores, *, alpha: float, seed: int
+) -> DevDecision:
+    from embedlab.evaluate.statistics import compare_to_reference
+
+    per_query = {"base": base_scores.per_query["ndcg@10"], "tuned": tuned_scores.per_query["ndcg@10"]}
+    test = compare_to_reference(per_query, "base", metric="ndcg@10", alpha=alpha, seed=seed)["tuned"]
+    return DevDecision(
+        base=base_scores.means["ndcg@10"],
+        tuned=tuned_scores.means["ndcg@10"],
+        p_value=float(test.p_value),
+        alpha=alpha,
+        queries=len(dev.queries),
+    )
+
+
+def _dev_scores(encoder: Encoder, dev: RetrievalDataset, dev_set: DevSet, cache: EmbeddingCache | None) -> RunScores:
+    """nDCG@10 per dev query over the dev corpus (relevant documents plus the base model's candidates)."""
+    corpus = RetrievalDataset(
+        name="dev", corpus=tuple(dev.documents_by_id[i] for i in dev_set.corpus), queries=dev.queries, qrels=dev.qrels
+    )
+    queries, documents = _vectors(encoder, corpus, cache, False)
+    return evaluate_run(_run_from_vectors(corpus, queries, documents, 10), corpus.qrels, ["ndcg@10"])
+
+
+def _load_eval(data: str | os.PathLike[str], split: str) -> RetrievalDataset:
+    """The ``--eval`` data: a BEIR folder (its ``split`` judgements, else its only ones) or a pairs file."""
+    from embedlab.data.loaders import load_beir, load_dataset
+
+    path = Path(data)
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        splits = sorted(p.stem for p in (path / "qrels").glob("*.tsv"))
+        chosen = split if split in splits else (splits[0] if len(splits) == 1 else None)
+        if chosen is None:
+            raise DataError(
+                path / "qrels",
+                f"no '{split}' judgements to evaluate on",
+                fix=f"name a folder with '{split}' judgements (it has: {', '.join(splits) or 'none'})",
+            )
+        return load_beir(path, chosen)
+    dataset = load_dataset(path)
+    if not dataset.qrels:
+        raise EmbedlabError(f"{data}: --eval needs judged queries (fix: give a BEIR folder or a pairs file)")
+    return dataset
+
+
+def _scores_with(
+    encoder: Encoder, dataset: RetrievalDataset, metrics: list[str], depth: int, cache: EmbeddingCache | None, bar: bool
+) -> RunScores:
+    queries, documents = _vectors(encoder, dataset, cache, bar)
+    return evaluate_run(_run_from_vectors(dataset, queries, documents, depth), dataset.qrels, metrics)
+
+
+def _difference(before: RunScores, after: RunScores, metric: str, seed: int) -> dict[str, Any]:
+    """The paired difference after − before on ``metric``: mean, 95% bootstrap interval, randomization p."""
+    from embedlab.evaluate.statistics import compare_to_reference
+
+    test = compare_to_reference(
+        {"before": before.per_query[metric], "after": after.per_query[metric]}, "before", metric=metric, seed=seed
+    )["after"]
+    return test.to_dict()
+
+
 def finetune(
     data: str | os.PathLike[str],
     *,
@@ -486,6 +730,7 @@ def finetune(
     pairs_file: str | os.PathLike[str] | None = None,
     scored_file: str | os.PathLike[str] | None = None,
     guard: str | os.PathLike[str] | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
     export_suspects: Path | None = None,
     cache: EmbeddingCache | None = None,
     echo: Echo = _quiet,
@@ -495,37 +740,65 @@ def finetune(
     """Fine-tune ``config.base`` on ``data`` and prove it on held-out queries; see the module docstring.
 
     ``out`` receives ``model/`` (the fine-tuned sentence-transformers folder), ``work/`` (checkpoints, so an
-    interrupted run resumes), ``finetune.json`` and ``finetune.md``. ``callbacks`` go to the trainer.
+    interrupted run resumes), ``finetune.json`` and ``finetune.md``. ``eval_data`` is a separate labelled set
+    measured before and after (never trained on, never choosing the checkpoint); it is the report's headline.
+    ``callbacks`` go to the trainer.
     """
     from embedlab.data.loaders import load_sts
     from embedlab.models.loading import load_encoder
 
     started = time.perf_counter()
     out = Path(out)
+    if config.teacher is None and config.train_queries != "judged":
+        suggested = teacher_from_report(out)
+        if suggested is not None and suggested != config.base:
+            echo(f"teacher: {suggested}, the best system of the select report in {out}")
+            config = config.model_copy(update={"teacher": suggested})
     spec = get_loss(config.loss)
     loaded = load_finetune_data(data, config, echo=echo)
+    eval_set = _load_eval(eval_data, config.test_split) if eval_data is not None else None
+    has_judged = not loaded.pseudo and bool(loaded.train.qrels)
+    mode = config.train_queries
+    if mode == "auto":
+        mode = ("both" if has_judged else "corpus") if config.teacher else "judged"
+    if mode in ("corpus", "both") and not config.teacher:
+        raise EmbedlabError(
+            f"--train-queries {mode} needs a teacher to label the corpus queries (fix: --teacher hybrid)"
+        )
+    if mode == "both" and not has_judged:
+        mode = "corpus"
+    dev_only = mode == "corpus" and has_judged
     splits = make_splits(
         loaded.train,
         loaded.test,
         dev_fraction=config.dev_fraction,
         dev_min=config.dev_min,
-        dev_max=config.dev_max,
+        dev_max=config.dev_corpus_max if dev_only else config.dev_max,
         allow_test_positives=config.allow_test_positives,
         seed=config.seed,
+        dev_only=dev_only,
+        held_out=eval_set,
     )
     echo(str(splits.leakage))
     scored = load_sts(scored_file) if scored_file is not None else None
-    pair_set = _training_pairs(
-        loaded, splits, config, pairs_file=Path(pairs_file) if pairs_file else None, scored=scored
-    )
-    echo(f"{len(pair_set.pairs)} training examples: {pair_set.counts()}")
-    will_mine = bool(config.hard_negatives) and spec.data in ("pairs", "triplets", "labelled")
-    if not config.adapter:
+    if mode == "corpus":
+        pair_set = PairSet(pairs=(), notes=loaded.notes)
+        if pairs_file is not None or scored is not None:
+            echo("--train-queries corpus: the pairs and scored files are not used")
+    else:
+        pair_set = _training_pairs(
+            loaded, splits, config, pairs_file=Path(pairs_file) if pairs_file else None, scored=scored
+        )
+        echo(f"{len(pair_set.pairs)} training examples: {pair_set.counts()}")
+    will_mine = bool(config.hard_negatives) and spec.data in ("pairs", "triplets", "labelled") and bool(pair_set.pairs)
+    if not config.adapter and pair_set.pairs:
         # Refuse data that does not fit the loss now, not after minutes of encoding and mining.
         loss_data(
             config.loss,
             [_as_mined(p.example) if will_mine and p.origin != "scored" else p.example for p in pair_set.pairs],
         )
+    if config.adapter and config.teacher:
+        raise EmbedlabError("--adapter trains on judged pairs only: drop --teacher, or fine-tune the whole model")
 
     encoder = load_encoder(config.base)
     base_info = encoder.spec.to_dict()
@@ -536,6 +809,10 @@ def finetune(
     test_q, test_d = _vectors(encoder, splits.test, cache, show_progress)
     before = evaluate_run(_run_from_vectors(splits.test, test_q, test_d, depth), splits.test.qrels, metrics)
     echo(f"base model on {len(splits.test.queries)} held-out queries: {_headline(before)}")
+    eval_before = None
+    if eval_set is not None:
+        eval_before = _scores_with(encoder, eval_set, metrics, depth, cache, show_progress)
+        echo(f"base model on the --eval set ({len(eval_set.queries)} queries): {_headline(eval_before)}")
 
     mining: MiningReport | None = None
     pairs = list(pair_set.pairs)
@@ -563,6 +840,31 @@ def finetune(
             echo(f"wrote {len(mining.suspects)} suspected false negatives to {export_suspects}")
     examples = [p.example for p in pairs]
     warnings_list: list[str] = []
+    extra: dict[str, Any] = {"train_queries": mode}
+
+    corpus_queries: _CorpusQueries | None = None
+    triples: LabelledTriples | None = None
+    if mode in ("corpus", "both"):
+        assert config.teacher is not None
+        given = [p for p in loaded.pseudo if p.query_id in {q.id for q in splits.train.queries}]
+        corpus_queries = _corpus_queries(splits.train.corpus, config, splits=splits, given=given, eval_set=eval_set)
+        made = ", ".join(f"{n} {kind}" for kind, n in corpus_queries.made.items())
+        echo(f"{len(corpus_queries.pairs)} corpus queries kept ({made} made); {corpus_queries.note()}")
+        teacher = load_teacher(config.teacher, splits.train.corpus, cache=cache, show_progress=show_progress)
+        triples = label_triples(
+            corpus_queries.pairs,
+            splits.train.corpus,
+            teacher=teacher,
+            student=encoder,
+            negatives=config.teacher_negatives,
+            rank_window=config.teacher_window,
+            cache=cache,
+            seed=config.seed,
+            show_progress=show_progress,
+        )
+        echo(str(triples))
+        extra["corpus_queries"] = corpus_queries.to_dict()
+        extra["teacher"] = {"name": config.teacher, **triples.to_dict()}
 
     dev_q = dev_d = None
     dev_set: DevSet | None = None
@@ -573,9 +875,10 @@ def finetune(
         dev_d = dev_d_all[dev_rows]
 
     model_dir = out / "model"
-    extra: dict[str, Any] = {}
+    candidate_after: RunScores | None = None
+    decision: DevDecision | None = None
     if config.adapter:
-        mode = "adapter"
+        mode_name = "adapter"
         positives = embed(encoder, [ex.positive for ex in examples], role="document", cache=cache)
         queries = embed(encoder, [ex.query for ex in examples], role="query", cache=cache)
         n_neg = min(len(ex.negatives) for ex in examples)
@@ -613,17 +916,23 @@ def finetune(
             splits.test.qrels,
             metrics,
         )
+        tuned_encoder: Encoder | None = None
 
         def encode_after(texts: list[str]) -> np.ndarray:
             return outcome.adapter.transform(embed(encoder, texts, role="document", cache=cache))
 
     else:
-        mode = "full"
-        data_for_loss = loss_data(config.loss, examples)
-        pair_set = PairSet(pairs=tuple(pairs), notes=pair_set.notes + data_for_loss.notes)
+        mode_name = "full"
+        parts: dict[str, LossPart] = {}
+        if examples:
+            data_for_loss = loss_data(config.loss, examples)
+            pair_set = PairSet(pairs=tuple(pairs), notes=pair_set.notes + data_for_loss.notes)
+            parts["judged"] = LossPart(config.loss, data_for_loss)
+        if triples is not None:
+            parts["corpus"] = LossPart("margin-mse", margin_loss_data(triples))
         trained = train_model(
             config,
-            data_for_loss,
+            parts,
             dev=dev_set,
             work_dir=out / "work",
             model_dir=model_dir,
@@ -635,12 +944,65 @@ def finetune(
         if trained.kept_base:
             warnings_list.append("no checkpoint beat the base model on the dev queries: the base model was kept")
         echo("scoring the fine-tuned model on the held-out queries")
-        tuned = load_encoder(model_dir)
-        tuned_q, tuned_d = _vectors(tuned, splits.test, None, show_progress)
+        tuned_encoder = load_encoder(model_dir)
+        tuned_q, tuned_d = _vectors(tuned_encoder, splits.test, None, show_progress)
         after = evaluate_run(_run_from_vectors(splits.test, tuned_q, tuned_d, depth), splits.test.qrels, metrics)
+        if dev_set is not None and not trained.kept_base:
+            decision = _dev_decision(
+                splits.dev,
+                _dev_scores(encoder, splits.dev, dev_set, cache),
+                _dev_scores(tuned_encoder, splits.dev, dev_set, None),
+                alpha=config.dev_alpha,
+                seed=config.seed,
+            )
+            echo(str(decision))
+            if not decision.significant:
+                # Kept for the record (a recipe benchmark needs it), never shown as the result.
+                candidate_after = after
+                warnings_list.append(
+                    f"the dev gain was not significant ({str(decision).split(': ', 1)[0]}): the base model was kept"
+                )
+                load_base_model(config, for_training=False).save(str(model_dir))
+                tuned_encoder = load_encoder(model_dir)
+                after = before
 
         def encode_after(texts: list[str]) -> np.ndarray:
-            return embed(tuned, texts, role="document")
+            assert tuned_encoder is not None
+            return embed(tuned_encoder, texts, role="document")
+
+    extra["dev_decision"] = decision.to_dict() if decision is not None else None
+    if candidate_after is not None:
+        extra["candidate_after"] = {"means": dict(candidate_after.means), "note": "test scores of the rejected model"}
+    extra["test_difference"] = _difference(before, after, "ndcg@10", config.seed) if "ndcg@10" in metrics else None
+    if eval_set is not None and eval_before is not None:
+        if candidate_after is None and (tuned_encoder is not None or config.adapter):
+            if config.adapter:
+                eval_after = evaluate_run(
+                    _run_from_vectors(
+                        eval_set,
+                        outcome.adapter.transform(embed(encoder, [q.text for q in eval_set.queries], role="query")),
+                        outcome.adapter.transform(
+                            embed(encoder, [d.full_text for d in eval_set.corpus], role="document", cache=cache)
+                        ),
+                        depth,
+                    ),
+                    eval_set.qrels,
+                    metrics,
+                )
+            else:
+                assert tuned_encoder is not None
+                eval_after = _scores_with(tuned_encoder, eval_set, metrics, depth, None, show_progress)
+        else:
+            eval_after = eval_before
+        extra["eval"] = {
+            "data": eval_set.describe(),
+            "before": eval_before.to_dict(),
+            "after": eval_after.to_dict(),
+            "difference": _difference(eval_before, eval_after, "ndcg@10", config.seed)
+            if "ndcg@10" in metrics
+            else None,
+        }
+        echo(f"--eval set after: {_headline(eval_after)}")
 
     guard_result = None
     if guard is not None:
@@ -671,6 +1033,8 @@ def finetune(
         "train": splits.train.describe(),
         "dev": splits.dev.describe(),
         "test": splits.test.describe(),
+        "eval": eval_set.describe() if eval_set is not None else None,
+        "in_distribution": eval_set is None,
     }
     wall = time.perf_counter() - started
     manifest = build_manifest(
@@ -683,7 +1047,7 @@ def finetune(
     )
     result = FinetuneResult(
         config=config,
-        mode=mode,
+        mode=mode_name,
         model_dir=model_dir,
         base=base_info,
         data=data_info,

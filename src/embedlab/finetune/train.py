@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from embedlab.errors import EmbedlabError, ModelError
 from embedlab.files import write_json_atomic
 from embedlab.finetune.config import FinetuneConfig
-from embedlab.finetune.losses import LossData, build_loss, get_loss
+from embedlab.finetune.losses import LossData, LossPart, build_loss, get_loss
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -187,6 +187,12 @@ def _dataset(data: LossData) -> Any:
     return Dataset.from_dict(data.columns)
 
 
+def _dataset_dict(datasets: Mapping[str, Any]) -> Any:
+    from datasets import DatasetDict
+
+    return DatasetDict(dict(datasets))
+
+
 def _evaluator(dev: DevSet, batch_size: int) -> Any:
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
@@ -279,7 +285,7 @@ def _format_seconds(seconds: float) -> str:
 
 def train_model(
     config: FinetuneConfig,
-    data: LossData,
+    data: LossData | Mapping[str, LossPart],
     *,
     dev: DevSet | None,
     work_dir: Path,
@@ -288,7 +294,11 @@ def train_model(
     callbacks: Sequence[TrainerCallback] = (),
     show_progress: bool = False,
 ) -> TrainOutcome:
-    """Train, choose the checkpoint on ``dev``, save to ``model_dir``; see the module docstring."""
+    """Train, choose the checkpoint on ``dev``, save to ``model_dir``; see the module docstring.
+
+    ``data`` is one data set for ``config.loss``, or several named :class:`LossPart` s trained together (each
+    batch from one part, parts drawn in proportion to their size).
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -297,23 +307,26 @@ def train_model(
     from embedlab.models.encoders import cpu_threads
 
     torch.set_num_threads(config.threads or cpu_threads())
-    if data.rows < 2:
-        raise EmbedlabError(f"{data.rows} training example(s): fine-tuning needs at least 2")
-    spec = get_loss(config.loss)
+    parts = {"train": LossPart(config.loss, data)} if isinstance(data, LossData) else dict(data)
+    rows = sum(part.data.rows for part in parts.values())
+    if rows < 2:
+        raise EmbedlabError(f"{rows} training example(s): fine-tuning needs at least 2")
+    specs = {name: get_loss(part.loss) for name, part in parts.items()}
     model = load_base_model(config, for_training=False)
     inference_length = model.max_seq_length
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    loss = build_loss(config.loss, model, config)
-    dataset = _dataset(data)
-    batch_size = min(config.batch_size, data.rows)
+    losses = {name: build_loss(part.loss, model, config) for name, part in parts.items()}
+    datasets = {name: _dataset(part.data) for name, part in parts.items()}
+    batch_size = min(config.batch_size, max(part.data.rows for part in parts.values()))
+    largest = max(parts, key=lambda name: parts[name].data.rows)
 
     checkpoints = work_dir / "checkpoints"
     state_file = work_dir / "train_state.json"
     resume = latest_checkpoint(checkpoints)
     if resume is not None:
         saved = json.loads(state_file.read_text()) if state_file.exists() else {}
-        if saved.get("fingerprint") != config.fingerprint or saved.get("rows") != data.rows:
+        if saved.get("fingerprint") != config.fingerprint or saved.get("rows") != rows:
             echo(f"checkpoints in {checkpoints} are from other settings or data: starting afresh")
             shutil.rmtree(checkpoints)
             resume, saved = None, {}
@@ -329,8 +342,19 @@ def train_model(
         )
         if "bf16" in candidates and not bf16_supported():
             candidates = ["fp32"]
-        step_seconds = measure_step_seconds(model, loss, data, batch_size=batch_size, precisions=candidates)
+        step_seconds = measure_step_seconds(
+            model, losses[largest], parts[largest].data, batch_size=batch_size, precisions=candidates
+        )
         precision = min(step_seconds, key=lambda p: step_seconds[p])
+        if len(parts) > 1:
+            # Each step trains one part: the step time is the row-weighted mean of the parts' (in that precision).
+            seconds = {largest: step_seconds[precision]}
+            for name, part in parts.items():
+                if name != largest:
+                    seconds[name] = measure_step_seconds(
+                        model, losses[name], part.data, batch_size=batch_size, precisions=[precision]
+                    )[precision]
+            step_seconds[precision] = sum(seconds[n] * parts[n].data.rows for n in parts) / rows
     timing = ", ".join(f"{p} {s:.2f} s" for p, s in step_seconds.items())
     echo(f"one training step of {batch_size}: {timing} -> training in {precision}")
 
@@ -347,7 +371,7 @@ def train_model(
         echo(f"base model on dev ({len(dev.queries)} queries): nDCG@10 {100 * dev_base:.2f}")  # type: ignore[union-attr]
 
     # 3. The plan and its estimated time.
-    steps_per_epoch = math.ceil(data.rows / batch_size)
+    steps_per_epoch = sum(math.ceil(part.data.rows / batch_size) for part in parts.values())
     planned = max(1, math.ceil(steps_per_epoch * config.epochs))
     n_evals = max(1, round(config.epochs))
     per_step = step_seconds[precision]
@@ -362,15 +386,16 @@ def train_model(
         )
         estimate = max_steps * per_step + (n_evals * eval_seconds if evaluator else 0.0)
         echo(budget_note)
-    echo(
-        f"training {data.rows} examples ({data.texts_per_row} texts each), {max_steps} steps of {batch_size} "
-        f"with {spec.name}: estimated {_format_seconds(estimate)}"
+    described = " + ".join(
+        f"{part.data.rows} {name} examples ({part.data.texts_per_row} texts each, {specs[name].name})"
+        for name, part in parts.items()
     )
+    echo(f"training {described}: {max_steps} steps of {batch_size}, estimated {_format_seconds(estimate)}")
     write_json_atomic(
         state_file,
         {
             "fingerprint": config.fingerprint,
-            "rows": data.rows,
+            "rows": rows,
             "precision": precision,
             "step_seconds": step_seconds,
             "dev_base": dev_base,
@@ -389,7 +414,11 @@ def train_model(
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         bf16=precision == "bf16",
-        batch_sampler=BatchSamplers.NO_DUPLICATES if spec.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        batch_sampler=(
+            BatchSamplers.NO_DUPLICATES
+            if any(spec.in_batch_negatives for spec in specs.values())
+            else BatchSamplers.BATCH_SAMPLER
+        ),
         eval_strategy="steps" if evaluator else "no",
         eval_steps=interval,
         save_strategy="steps",
@@ -431,8 +460,8 @@ def train_model(
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=dataset,
-        loss=loss,
+        train_dataset=datasets[largest] if len(parts) == 1 else _dataset_dict(datasets),
+        loss=losses[largest] if len(parts) == 1 else losses,
         evaluator=evaluator,
         callbacks=[_FinalCheckpoint(), *([deadline] if deadline else []), *callbacks],
     )
