@@ -330,8 +330,8 @@ def test_teachers_score_relevant_documents_higher_and_margins_fit_the_loss(scifa
     rows = np.concatenate([relevant, others], axis=1)
     texts = [q.text for q in queries]
     lexical = BM25Teacher(corpus)
-    dense = load_teacher("minilm-l6", corpus)
-    hybrid = load_teacher("hybrid:minilm-l6", corpus)
+    dense = load_teacher("minilm-l6", corpus, backend=None)
+    hybrid = load_teacher("hybrid:minilm-l6", corpus, backend=None)
     assert isinstance(hybrid, HybridTeacher) and hybrid.name == "hybrid:minilm-l6"
     for teacher in (lexical, dense, hybrid):
         scores = teacher.score(texts, rows)

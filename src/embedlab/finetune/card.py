@@ -61,6 +61,24 @@ def render_model_card(result: dict[str, Any]) -> str:
         f"Per query ({result['primary']}): {deltas['improved']} better, {deltas['worse']} worse, "
         f"{deltas['unchanged']} unchanged."
     )
+    lines += ["", *(f"- {note}" for note in result.get("notes", []))]
+    evaluation = result.get("eval")
+    if evaluation:
+        before, after = evaluation["before"]["means"], evaluation["after"]["means"]
+        lines += [
+            "",
+            f"On the separate evaluation set `{evaluation['data']['source']}` ({evaluation['data']['queries']} "
+            "queries, the headline):",
+            "",
+            markdown_table(
+                ["metric", "base", "fine-tuned", "change"],
+                [
+                    [m, _pct(before[m]), _pct(after[m]), f"{100 * (after[m] - before[m]):+.2f}"]
+                    for m in result["headline_metrics"]
+                    if m in before
+                ],
+            ),
+        ]
     guard = result.get("guard")
     if guard:
         lines += [

@@ -258,6 +258,7 @@ class FinetuneResult:
             "per_query": {"metric": self.primary, "deltas": deltas, **self._delta_counts()},
             "guard": self.guard.to_dict() if self.guard else None,
             "warnings": self.warnings,
+            "notes": self.notes(),
             "wall_seconds": self.wall_seconds,
             "manifest": self.manifest,
             **self.extra,
@@ -452,6 +453,7 @@ def _training_pairs(
     *,
     pairs_file: Path | None,
     scored: ScoredPairs | None,
+    with_llm: bool = True,
 ) -> PairSet:
     notes: list[str] = list(loaded.notes)
     train_ids = {q.id for q in splits.train.queries}
@@ -466,7 +468,7 @@ def _training_pairs(
     extra: list[TrainPair] = []
     if pairs_file is not None:
         extra += pairs_from_file(pairs_file)
-    if config.llm_url:
+    if config.llm_url and with_llm:
         extra += llm_pairs(
             splits.train.corpus, url=config.llm_url, model=config.llm_model, limit=config.llm_max, seed=config.seed
         )
@@ -600,6 +602,8 @@ def _corpus_queries(
 ) -> _CorpusQueries:
     """Pseudo-queries over the whole corpus (or ``given`` ones), minus what the split rules forbid."""
     pairs = list(given) or pseudo_pairs(corpus, config.pseudo_queries, per_kind=config.pseudo_max, seed=config.seed)
+    if config.llm_url and not given:
+        pairs += llm_pairs(corpus, url=config.llm_url, model=config.llm_model, limit=config.llm_max, seed=config.seed)
     made = dict(Counter(p.origin for p in pairs))
     held = [*splits.test.queries, *splits.dev.queries, *(eval_set.queries if eval_set is not None else ())]
     held_keys = {near_duplicate_key(q.text) for q in held}
@@ -787,7 +791,12 @@ def finetune(
             echo("--train-queries corpus: the pairs and scored files are not used")
     else:
         pair_set = _training_pairs(
-            loaded, splits, config, pairs_file=Path(pairs_file) if pairs_file else None, scored=scored
+            loaded,
+            splits,
+            config,
+            pairs_file=Path(pairs_file) if pairs_file else None,
+            scored=scored,
+            with_llm=mode == "judged",  # otherwise generated queries are corpus queries, labelled by the teacher
         )
         echo(f"{len(pair_set.pairs)} training examples: {pair_set.counts()}")
     will_mine = bool(config.hard_negatives) and spec.data in ("pairs", "triplets", "labelled") and bool(pair_set.pairs)

@@ -183,12 +183,18 @@ def load_teacher(
     *,
     cache: EmbeddingCache | None = None,
     show_progress: bool = False,
+    backend: str | None = "auto",
 ) -> Teacher:
-    """The teacher called ``name`` (see the module docstring), bound to ``corpus``."""
+    """The teacher called ``name`` (see the module docstring), bound to ``corpus``.
+
+    A dense teacher runs on ``backend`` — by default ``auto``, the fastest backend whose vectors pass the quality
+    gate against float32 (a teacher is often the larger, slower model), and the one ``select`` used, so its
+    cached corpus vectors are reused.
+    """
     from embedlab.models.loading import load_encoder
 
     def dense(model: str) -> DenseTeacher:
-        encoder = load_encoder(model)
+        encoder = load_encoder(model, backend=backend)
         if encoder.spec.kind == "bm25":
             raise ModelError(f"teacher '{name}': '{model}' is lexical; name a dense model")
         return DenseTeacher(encoder, corpus, cache=cache, show_progress=show_progress)
