@@ -229,13 +229,14 @@ def run_arm(
     zero = _scores("minilm-l6", test, cache)
     started = time.perf_counter()
     if arm == "zero-shot":
-        return {"before": zero.means, "after": zero.means, "sts": _sts("minilm-l6", sts, cache), "train_seconds": 0.0}
+        means = dict(zero.means)
+        return {"before": means, "after": means, "sts": _sts("minilm-l6", sts, cache), "train_seconds": 0.0}
     if arm == "plain":
         path, seconds = plain_arm(folder, setting, out, budget)
         after = _scores(path, test, None)
         return {
-            "before": zero.means,
-            "after": after.means,
+            "before": dict(zero.means),
+            "after": dict(after.means),
             "difference": _difference(zero, after),
             "sts": _sts(path, sts, None),
             "train_seconds": seconds,

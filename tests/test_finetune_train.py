@@ -140,6 +140,8 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     assert payload["train_queries"] == "corpus"
     assert payload["pairs"]["total"] == 0  # no judged pair trained
     assert payload["teacher"]["name"] == "bm25" and payload["teacher"]["examples"] > 0
+    own = payload["teacher"]["dev"]  # the teacher's own score, on the dev queries
+    assert 0 < own["teacher_ndcg@10"] <= 1 and 0 < own["base_ndcg@10"] <= 1
     assert payload["corpus_queries"]["made"] == {"keywords": 80}
     # dev: every judged training query (they do not train here), and no corpus query on a dev answer
     assert payload["data"]["dev"]["queries"] > 0 and payload["data"]["train"]["queries"] == 0

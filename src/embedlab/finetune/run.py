@@ -66,6 +66,7 @@ from embedlab.finetune.pairs import (
 from embedlab.finetune.splits import LeakageReport, Splits, holdout_split, make_splits, near_duplicate_key
 from embedlab.finetune.teacher import (
     LabelledTriples,
+    Teacher,
     label_triples,
     load_teacher,
     margin_loss_data,
@@ -209,9 +210,16 @@ class FinetuneResult:
             )
         teacher = self.extra.get("teacher")
         if teacher:
+            own = teacher.get("dev")
+            score = (
+                f"; on dev, reranking each query's pool, {100 * own['teacher_ndcg@10']:.2f} nDCG@10 against the "
+                f"base's {100 * own['base_ndcg@10']:.2f}"
+                if own
+                else ""
+            )
             out.append(
                 f"teacher {teacher['name']}: {teacher['examples']} corpus queries labelled with its margins "
-                f"(MarginMSE; trained on: {self.extra.get('train_queries')})"
+                f"(MarginMSE; trained on: {self.extra.get('train_queries')}){score}"
             )
         decision = self.extra.get("dev_decision")
         if decision:
@@ -309,6 +317,18 @@ class FinetuneResult:
             f"Verdict: {'clean' if self.leakage.clean else 'LEAKS — test data can reach training'}.",
             "",
         ]
+        corpus_queries = self.extra.get("corpus_queries")
+        if corpus_queries:
+            made = ", ".join(f"{n} {kind}" for kind, n in corpus_queries["made"].items())
+            lines += [
+                f"Corpus queries (no human judgement): {made} made, {corpus_queries['kept']} kept; "
+                f"{corpus_queries['dropped_same_text_as_test_eval_or_dev_query']} dropped for a test, eval or dev "
+                f"query's text, {corpus_queries['dropped_positive_relevant_to_dev_query']} for a dev answer. "
+                f"{corpus_queries['kept_with_positive_relevant_to_test_query']} were made from "
+                f"{corpus_queries['test_relevant_documents_with_pseudo_queries']} documents relevant to test queries: "
+                "the model saw those documents' text, never a test query or judgement.",
+                "",
+            ]
         if self.mining:
             lines += ["## Hard negatives", "", "```", str(self.mining), "```", ""]
         lines += [
@@ -532,6 +552,28 @@ def _dev_set(
         relevant={q: frozenset(d for d, g in dev.qrels[q].items() if g > 0) for q in dev.qrels},
     )
     return dev_set, np.asarray(ordered, dtype=np.int64)
+
+
+def _teacher_on_dev(
+    teacher: Teacher, dev: RetrievalDataset, query_vectors: np.ndarray, doc_vectors: np.ndarray, pool: int = 30
+) -> dict[str, Any]:
+    """Teacher and base model reranking each dev query's pool (its relevant documents and the base's top
+    ``pool``): the teacher's own score where it is used, at the cost of scoring a few documents per query."""
+    _, top = exact_top_k(query_vectors, doc_vectors, min(pool, len(dev.corpus)))
+    row_of = {d.id: i for i, d in enumerate(dev.corpus)}
+    ids = [d.id for d in dev.corpus]
+    teacher_run: dict[str, dict[str, float]] = {}
+    base_run: dict[str, dict[str, float]] = {}
+    for i, query in enumerate(dev.queries):
+        relevant = [row_of[d] for d in dev.qrels.get(query.id, {}) if d in row_of]
+        rows = np.asarray(list(dict.fromkeys([*top[i].tolist(), *relevant])), dtype=np.int64)
+        scores = teacher.score([query.text], rows[None, :])[0]
+        teacher_run[query.id] = {ids[r]: float(v) for r, v in zip(rows.tolist(), scores.tolist(), strict=True)}
+        base_scores = doc_vectors[rows] @ query_vectors[i]
+        base_run[query.id] = {ids[r]: float(v) for r, v in zip(rows.tolist(), base_scores.tolist(), strict=True)}
+    teacher_score = evaluate_run(teacher_run, dev.qrels, ["ndcg@10"]).means["ndcg@10"]
+    base_score = evaluate_run(base_run, dev.qrels, ["ndcg@10"]).means["ndcg@10"]
+    return {"teacher_ndcg@10": teacher_score, "base_ndcg@10": base_score, "pool": pool, "queries": len(dev.queries)}
 
 
 def _as_mined(example: TrainingExample) -> TrainingExample:
@@ -874,6 +916,15 @@ def finetune(
         echo(str(triples))
         extra["corpus_queries"] = corpus_queries.to_dict()
         extra["teacher"] = {"name": config.teacher, **triples.to_dict()}
+        if splits.dev.queries:
+            dev_vectors = embed(encoder, [q.text for q in splits.dev.queries], role="query", cache=cache)
+            corpus_vectors = embed(encoder, [d.full_text for d in splits.dev.corpus], role="document", cache=cache)
+            own = _teacher_on_dev(teacher, splits.dev, dev_vectors, corpus_vectors)
+            extra["teacher"]["dev"] = own
+            echo(
+                f"teacher {config.teacher} on dev (reranking each query's relevant documents and the base's top "
+                f"{own['pool']}): nDCG@10 {100 * own['teacher_ndcg@10']:.2f}, base {100 * own['base_ndcg@10']:.2f}"
+            )
 
     dev_q = dev_d = None
     dev_set: DevSet | None = None
