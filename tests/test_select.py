@@ -46,6 +46,11 @@ def test_recommendation_is_consistent_with_the_figures(small_selection) -> None:
     assert rec.finetune.training is not None  # SciFact has train judgements beside the test split
     assert rec.finetune.command is not None and f"--out {out}" in rec.finetune.command
     assert rec.finetune.base == "minilm-l6"
+    # The teacher is the best system other than the base, by the figures of this very selection.
+    best_other = next(name for name in selection.statistics.names() if name != "minilm-l6")
+    assert rec.finetune.teacher == {"hybrid": "hybrid:minilm-l6"}.get(best_other, best_other)
+    assert rec.finetune.teacher_score == selection.result(best_other).mean("ndcg@10")
+    assert f"--teacher {rec.finetune.teacher} --out" in rec.finetune.command  # train split beside the test one
     text = str(selection)
     assert "ndcg@10" in text.splitlines()[1] and "95% CI" in text.splitlines()[1]
     assert "Fine-tuning:" in text and rec.headline in text
@@ -115,7 +120,9 @@ def test_cli_answers_impossible_constraints_with_nearest_misses(
     payload = json.loads((out / "select.json").read_text())
     assert payload["recommendation"]["model"] is None
     assert set(payload["recommendation"]["nearest_misses"]) == {"minilm-l3-onnx", "bm25", "hybrid"}
-    assert payload["recommendation"]["finetune"]["training"] is None  # this folder has no train split
+    advice = payload["recommendation"]["finetune"]
+    assert advice["training"] is None  # this folder has no train split
+    assert advice["verdict"] == "not possible" and advice["command"] is None  # an ONNX-only model
     assert (out / "report.html").exists()
 
 
@@ -137,3 +144,54 @@ def test_bm25_alone_still_gives_an_answer_and_a_report(scifact_small, tmp_path: 
     assert selection.recommendation.finetune.verdict == "not possible"
     paths = selection.write(tmp_path / "out")
     assert "Use bm25." in paths["html"].read_text()
+
+
+def test_a_model_trained_on_the_evaluated_queries_is_marked_everywhere(
+    saved_minilm: Path, scifact_small, vector_cache, shared_data: Path, tmp_path: Path
+) -> None:
+    from embedlab.finetune.provenance import TrainingProvenance
+    from embedlab.select import select
+
+    leaked = scifact_small.queries[:4]
+    relevant = {d for q in leaked for d, grade in scifact_small.qrels[q.id].items() if grade > 0}
+    by_id = scifact_small.documents_by_id
+    TrainingProvenance.from_training(
+        base="minilm-l6",
+        data=[{"source": "scifact", "content_hash": "3" * 64}],
+        queries=[q.text for q in leaked],
+        documents=[(d, by_id[d].full_text) for d in relevant],
+    ).write(saved_minilm)
+    config = SelectConfig(
+        models=(str(saved_minilm),), cost_documents=4, cost_queries=2, resamples=200, isolate_cost=False
+    )
+    out = tmp_path / "out"
+    data = _write_beir(tmp_path / "data", scifact_small)  # no train split: only the evaluated queries are judged
+    selection = select(scifact_small, config, cache=vector_cache, data_ref=str(data), out=out)
+    selection.write(out)
+    said = f"trained on 4 of {len(scifact_small.queries)} evaluated queries and {len(relevant)} of their relevant"
+    # The model and the hybrid built on it are marked; BM25 is not.
+    names = [row[0] for row in selection.leaderboard()[1]]
+    assert {n.rstrip(" *") for n in names} == {"minilm-ft †", "hybrid †", "bm25"}
+    text = str(selection)
+    assert f"† minilm-ft: {said}" in text and f"† hybrid: {said}" in text
+    rec = selection.recommendation
+    assert any(r.startswith(f"minilm-ft † {said}") and "not a fair comparison" in r for r in rec.reasons)
+    # Neither can teach (they would pass on what they memorised); the base is the folder itself. Only the
+    # evaluated queries are judged, so the command never trains on them: corpus queries train, these measure.
+    advice = rec.finetune
+    assert advice.base == str(saved_minilm) and advice.teacher == "bm25" and advice.training is None
+    assert advice.command == (
+        f"embedlab finetune --data {data} --base {saved_minilm} --teacher bm25 --train-queries corpus "
+        f"--eval {data} --out {out}"
+    )
+    assert advice.command in text and "compare again" not in text
+    markdown = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for rendered in (markdown, html):
+        assert "minilm-ft †" in rendered and f"† minilm-ft: {said}" in rendered and "not a fair comparison" in rendered
+        assert advice.command in rendered
+    report = json.loads((out / "report.json").read_text())
+    leaderboard = next(s for s in report["sections"] if s["name"] == "leaderboard")
+    assert leaderboard["payload"]["training_overlap"]["minilm-ft"]["queries"] == 4
+    models = {m["name"]: m for m in json.loads((out / "select.json").read_text())["models"]}
+    assert models["hybrid"]["training_overlap"]["clean"] is False and models["bm25"]["training_overlap"] is None

@@ -22,7 +22,16 @@ interval and its measured :class:`~embedlab.cost.ModelCost`), the per-query scor
    training judgements available (:func:`training_judgements`), and the gap between BM25 and the best dense
    model (BM25 close to or above the dense models, or a hybrid significantly above them, means the models miss
    the domain's vocabulary: domain shift, which fine-tuning addresses) — and the exact ``embedlab finetune``
-   command, with the same ``--out`` so its before/after section joins the same report.
+   command, with the same ``--out`` so its before/after section joins the same report. The command names a
+   **teacher** (``--teacher``), whose scores label the training pairs: the best system here other than the base
+   (the hybrid as ``hybrid:<its dense model>``, ``bm25``, or a stronger dense model), never a model derived from
+   the base (it knows nothing the base does not) nor one marked as trained on the evaluated data. It **never
+   trains on the evaluated queries**: with a training split beside them (:func:`training_judgements`) it trains on
+   that split plus queries made from the corpus and is measured on the held-out evaluated split; with only the
+   evaluated queries judged, it trains on queries made from the corpus alone (``--train-queries corpus``) and
+   measures before/after on the evaluated queries (``--eval``).
+6. **Unfair scores**: a candidate that trained on the evaluated queries or their relevant documents (its
+   ``overlap``, from :mod:`embedlab.finetune.provenance`) gets a reason saying its score is not a fair comparison.
 
 Example::
 
@@ -33,7 +42,8 @@ Example::
     Use minilm-l6. mpnet-base is tied with minilm-l6 on ndcg@10 (p = 0.41) but 4.6× slower: use minilm-l6.
     ...
     Fine-tuning: likely to pay off
-      embedlab finetune --data ../shared/data/scifact --base minilm-l6 --out runs/scifact
+      ...
+      embedlab finetune --data ../shared/data/scifact --base minilm-l6 --teacher hybrid:minilm-l6 --out runs/scifact
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from typing import Any, Literal, Protocol
 from embedlab.cost import ModelCost, format_duration
 from embedlab.errors import EmbedlabError
 from embedlab.evaluate.statistics import Interval, PairedComparison, compare_to_reference
+from embedlab.finetune.provenance import TRAINED_MARK, TrainingOverlap
 from embedlab.models.catalog import find_spec
 
 SPEEDUP = 1.25
@@ -110,7 +121,8 @@ class Candidate:
     """One model as the recommender sees it: quality on the primary metric, its interval, its cost.
 
     ``label`` is how to name it in a sentence (a hybrid says what it fuses); ``parts`` are a hybrid's models;
-    ``source`` is what loads it (a catalog name or a folder; default: ``name``).
+    ``source`` is what loads it (a catalog name or a folder; default: ``name``); ``overlap`` is what of the
+    evaluated data it trained on, for a model fine-tuned by embedlab (``None`` otherwise).
     """
 
     name: str
@@ -121,6 +133,7 @@ class Candidate:
     label: str = ""
     parts: tuple[str, ...] = ()
     source: str = ""
+    overlap: TrainingOverlap | None = None
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -129,6 +142,11 @@ class Candidate:
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    @property
+    def unfair(self) -> bool:
+        """True when it trained on the evaluated queries or their relevant documents."""
+        return self.overlap is not None and not self.overlap.clean
 
 
 @dataclass(frozen=True)
@@ -316,7 +334,13 @@ def training_judgements(data: str | Path, eval_split: str) -> TrainingData | Non
 
 @dataclass(frozen=True)
 class FineTuneAdvice:
-    """Whether fine-tuning is likely to pay off, the evidence in words, and the command to run."""
+    """Whether fine-tuning is likely to pay off, the evidence in words, and the command to run.
+
+    ``teacher`` is the ``--teacher`` argument (``None`` when no candidate can teach) and ``teacher_score`` its
+    primary metric here; ``train_queries`` is ``"corpus"`` when only the evaluated queries are judged (the command
+    then trains on queries made from the corpus and measures on the evaluated ones with ``--eval``), else ``None``
+    (the training split beside them, plus corpus queries).
+    """
 
     verdict: FineTuneVerdict
     reasons: tuple[str, ...]
@@ -325,6 +349,9 @@ class FineTuneAdvice:
     training: TrainingData | None
     bm25_gap: float | None
     hybrid_gain: float | None
+    teacher: str | None = None
+    teacher_score: float | None = None
+    train_queries: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -332,6 +359,9 @@ class FineTuneAdvice:
             "reasons": list(self.reasons),
             "base": self.base,
             "command": self.command,
+            "teacher": self.teacher,
+            "teacher_score": self.teacher_score,
+            "train_queries": self.train_queries,
             "training": self.training.to_dict() if self.training else None,
             "bm25_gap": self.bm25_gap,
             "hybrid_gain": self.hybrid_gain,
@@ -370,6 +400,35 @@ def _finetune_base(chosen: Candidate | None, dense: Sequence[Candidate], tied: S
         found = _tunable(name)
         if found is not None:
             return found
+    return None
+
+
+def _derived_from(source: str, base: str) -> bool:
+    """True when ``source`` is ``base`` or a catalog model made from it (quantised, distilled): as a teacher it
+    would know nothing the base does not."""
+    if source == base:
+        return True
+    spec = find_spec(source)
+    return spec is not None and spec.base is not None and _derived_from(spec.base, base)
+
+
+def _teacher(candidates: Sequence[Candidate], base: str) -> tuple[Candidate, str] | None:
+    """The teacher for fine-tuning ``base`` and its ``--teacher`` argument: the best candidate (``candidates`` best
+    first) not derived from the base and not trained on the evaluated data (a teacher that memorised the
+    evaluated queries would pass them on). A hybrid teaches as ``hybrid:<its dense model>``."""
+    sources = {c.name: c.source for c in candidates}
+    for candidate in candidates:
+        if candidate.unfair:
+            continue
+        if candidate.kind == "hybrid":
+            dense = [p for p in candidate.parts if p != "bm25" and sources.get(p, p) != "bm25"]
+            if len(dense) == 1:
+                return candidate, f"hybrid:{sources.get(dense[0], dense[0])}"
+            continue
+        if candidate.kind == "bm25":
+            return candidate, "bm25"
+        if not _derived_from(candidate.source, base):
+            return candidate, candidate.source
     return None
 
 
@@ -467,20 +526,26 @@ def finetune_advice(
                 f"fusing BM25 with {dense[0].name} adds {100 * hybrid_gain:.1f} points ({format_p(test.p_adjusted)}): "
                 "there is lexical signal the dense model does not capture yet"
             )
+    evaluated = len(next(iter(per_query.values()), {}))
     if training is None:
         reasons.append(
-            "no training judgements beside the evaluated queries: fine-tuning would learn from pseudo-queries "
-            "made from the corpus, and must never train on the queries it is judged on"
+            f"no training judgements beside the {evaluated} evaluated queries, and those must never train the "
+            "model they judge: the command trains only on queries made from the corpus (titles, inverse cloze, "
+            "keyword queries) labelled by the teacher (--train-queries corpus), and measures before/after on the "
+            "evaluated queries (--eval); documents relevant to them may still get pseudo-queries (its leakage "
+            "report counts them)"
         )
     elif training.judgements < MIN_TRAINING_JUDGEMENTS:
         reasons.append(
             f"only {training.judgements} training judgements ({training.queries} queries, split "
-            f"'{training.split}'): few; pseudo-queries from the corpus can add more"
+            f"'{training.split}'): few; the command adds queries made from the corpus, labelled by the teacher, "
+            "and measures before/after on the held-out evaluated queries"
         )
     else:
         reasons.append(
             f"{training.judgements} training judgements for {training.queries} queries (split "
-            f"'{training.split}'), disjoint from the evaluated ones"
+            f"'{training.split}'), disjoint from the evaluated ones: the command trains on them plus queries made "
+            "from the corpus, labelled by the teacher, and measures before/after on the held-out evaluated queries"
         )
     tied = _tied_with_best(dense, per_query, metric=metric, alpha=alpha, resamples=resamples, seed=seed)
     base = _finetune_base(chosen, dense, tied)
@@ -496,7 +561,10 @@ def finetune_advice(
     else:
         verdict = "unlikely"
     if base is not None and chosen is not None and base != chosen.source:
-        reasons.append(f"{chosen.name} cannot be fine-tuned itself; fine-tune {base} and compare again")
+        reasons.append(
+            f"{chosen.name} cannot be fine-tuned itself; fine-tune {base}, then weigh its after score (on "
+            f"queries it never trained on) against {chosen.name}'s"
+        )
     cheaper = next((c for c in dense if c.source == base and c.name in tied), None)
     if cheaper is not None and cheaper is not dense[0]:
         ratio = cheaper.cost.documents_per_second / max(dense[0].cost.documents_per_second, 1e-9)
@@ -504,12 +572,20 @@ def finetune_advice(
             f"{cheaper.name} is tied with the best dense model ({dense[0].name}) and {ratio:.1f}× faster: "
             "the same training time buys it more steps"
         )
-    command = (
-        f"embedlab finetune --data {shlex.quote(str(data_ref))} --base {shlex.quote(base)} "
-        f"--out {shlex.quote(str(out))}"
-        if base is not None
-        else None
-    )
+    teacher = _teacher(by_quality, base) if base is not None else None
+    if teacher is not None and base is not None:
+        reasons.append(_teacher_reason(*teacher, base=base, candidates=by_quality, metric=metric))
+    train_queries = "corpus" if training is None else None
+    command = None
+    if base is not None:
+        data = shlex.quote(str(data_ref))
+        words = ["embedlab finetune", f"--data {data}", f"--base {shlex.quote(base)}"]
+        if teacher is not None:
+            words.append(f"--teacher {shlex.quote(teacher[1])}")
+        if train_queries is not None:
+            words += [f"--train-queries {train_queries}", f"--eval {data}"]
+        words.append(f"--out {shlex.quote(str(out))}")
+        command = " ".join(words)
     return FineTuneAdvice(
         verdict=verdict,
         reasons=tuple(reasons),
@@ -518,6 +594,27 @@ def finetune_advice(
         training=training,
         bm25_gap=gap,
         hybrid_gain=hybrid_gain,
+        teacher=teacher[1] if teacher is not None else None,
+        teacher_score=teacher[0].quality if teacher is not None else None,
+        train_queries=train_queries,
+    )
+
+
+def _teacher_reason(
+    teacher: Candidate, argument: str, *, base: str, candidates: Sequence[Candidate], metric: str
+) -> str:
+    """The teacher, its score, and how it stands against the base it will teach."""
+    said = f"the teacher is {argument}" + (f" ({teacher.title})" if teacher.title != argument else "")
+    said += f", {metric} {100 * teacher.quality:.1f} here"
+    student = next((c for c in candidates if c.source == base), None)
+    if student is None:
+        return said + f": its scores label the training pairs for {base}"
+    gap = teacher.quality - student.quality
+    if gap >= 0:
+        return said + f", {points(gap)} points over {base}: its scores label the training pairs"
+    return (
+        said + f", {100 * -gap:.1f} points below {base}, the best system here; it is the best other one, so its "
+        "labels teach less than a stronger teacher would"
     )
 
 
@@ -562,6 +659,25 @@ class Recommendation:
         lines += [f"  - {reason}" for reason in self.reasons]
         lines.append(str(self.finetune))
         return "\n".join(lines)
+
+
+def _unfair_reasons(candidates: Sequence[Candidate], *, chosen: Candidate | None, metric: str) -> list[str]:
+    """One reason per candidate that trained on the evaluated data: its score is not a fair comparison."""
+    reasons = []
+    for candidate in candidates:
+        if not candidate.unfair or candidate.overlap is None:
+            continue
+        reason = (
+            f"{candidate.name} {TRAINED_MARK} {candidate.overlap.describe()}: its {metric} here is not a fair "
+            "comparison with the others"
+        )
+        if candidate is chosen:
+            reason += (
+                f"; this choice rests on it: measure {candidate.name} on queries and documents it never trained on "
+                "before deploying it"
+            )
+        reasons.append(reason)
+    return reasons
 
 
 def _ratio(value: float) -> str:
@@ -629,7 +745,7 @@ def recommend(
             f"{c.name} ({label} {100 * c.quality:.1f}) breaks "
             + "; ".join(f"{v.option}: {v.message}" for v in violations[c.name])
             for c in misses
-        )
+        ) + tuple(_unfair_reasons(by_quality, chosen=None, metric=metric))
         headline = (
             f"No candidate meets all your constraints ({constraints.describe()}). Nearest misses: "
             + ", ".join(c.name for c in misses)
@@ -723,6 +839,7 @@ def recommend(
             f"{'is' if len(dominators) == 1 else 'are'} at least as good and faster"
             + (", but ruled out by your constraints" if ruled_out else "")
         )
+    reasons += _unfair_reasons(by_quality, chosen=chosen, metric=metric)
     headline = f"Use {chosen.title}."
     advice = advise(chosen=chosen)
     return Recommendation(
