@@ -280,7 +280,9 @@ def test_the_teacher_is_the_best_other_system_never_the_base_nor_one_trained_on_
     assert advice.teacher is None  # static-minilm is distilled from the base
     advice = advise([by_name["mpnet-base"], by_name["bm25"]], by_name["mpnet-base"])
     assert advice.base == "mpnet-base" and advice.teacher == "bm25"
-    assert any("points below mpnet-base, the best system here" in r for r in advice.reasons)
+    assert any(
+        "points below mpnet-base (no other system here that can teach scores higher)" in r for r in advice.reasons
+    )
 
 
 def test_a_model_trained_on_the_evaluated_data_is_called_out(field) -> None:
@@ -298,7 +300,14 @@ def test_a_model_trained_on_the_evaluated_data_is_called_out(field) -> None:
     rec = recommend(marked, metric="ndcg@10", per_query=per_query, resamples=1000)
     assert rec.model == "minilm-l6"
     assert any(r.startswith("minilm-l6 † trained on 12") and "this choice rests on it" in r for r in rec.reasons)
-    assert rec.finetune.teacher == "mpnet-base"  # the leaky model is the base here, never a teacher anyway
+    # Neither fine-tuned further (its before/after on these queries would not be fair) nor a teacher.
+    assert rec.finetune.base == "mpnet-base" and rec.finetune.teacher == "bm25"
+    assert any(r.startswith("minilm-l6 trained on the evaluated data (†)") for r in rec.finetune.reasons)
+    # When every fine-tunable candidate trained on the evaluated data, there is nothing fair to fine-tune here.
+    everything = [replace(c, overlap=overlap) if c.kind != "bm25" else c for c in candidates]
+    advice = recommend(everything, metric="ndcg@10", per_query=per_query, resamples=1000).finetune
+    assert advice.verdict == "not possible" and advice.command is None
+    assert any("the model they started from" in r for r in advice.reasons)
     clean = [replace(c, overlap=TrainingOverlap(0, 0, N)) for c in candidates]
     rec = recommend(clean, metric="ndcg@10", per_query=per_query, resamples=1000)
     assert not any("not a fair comparison" in r for r in rec.reasons)

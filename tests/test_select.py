@@ -162,26 +162,29 @@ def test_a_model_trained_on_the_evaluated_queries_is_marked_everywhere(
         documents=[(d, by_id[d].full_text) for d in relevant],
     ).write(saved_minilm)
     config = SelectConfig(
-        models=(str(saved_minilm),), cost_documents=4, cost_queries=2, resamples=200, isolate_cost=False
+        models=(str(saved_minilm), "minilm-l6"), cost_documents=4, cost_queries=2, resamples=200, isolate_cost=False
     )
     out = tmp_path / "out"
     data = _write_beir(tmp_path / "data", scifact_small)  # no train split: only the evaluated queries are judged
     selection = select(scifact_small, config, cache=vector_cache, data_ref=str(data), out=out)
     selection.write(out)
     said = f"trained on 4 of {len(scifact_small.queries)} evaluated queries and {len(relevant)} of their relevant"
-    # The model and the hybrid built on it are marked; BM25 is not.
-    names = [row[0] for row in selection.leaderboard()[1]]
-    assert {n.rstrip(" *") for n in names} == {"minilm-ft †", "hybrid †", "bm25"}
+    # The model (and the hybrid when it is built on it) is marked; the same weights without the record are not.
+    hybrid_leaks = selection.result("hybrid").spec["parts"] == ["bm25", "minilm-ft"]
+    marked = {"minilm-ft †", "minilm-l6", "bm25", "hybrid †" if hybrid_leaks else "hybrid"}
+    assert {row[0].removesuffix(" *") for row in selection.leaderboard()[1]} == marked
     text = str(selection)
-    assert f"† minilm-ft: {said}" in text and f"† hybrid: {said}" in text
+    assert f"† minilm-ft: {said}" in text and (f"† hybrid: {said}" in text) == hybrid_leaks
     rec = selection.recommendation
     assert any(r.startswith(f"minilm-ft † {said}") and "not a fair comparison" in r for r in rec.reasons)
-    # Neither can teach (they would pass on what they memorised); the base is the folder itself. Only the
-    # evaluated queries are judged, so the command never trains on them: corpus queries train, these measure.
+    # It is neither fine-tuned further nor a teacher: the clean minilm-l6 is the base, the best clean other system
+    # teaches. Only the evaluated queries are judged, so corpus queries train and these ones measure.
     advice = rec.finetune
-    assert advice.base == str(saved_minilm) and advice.teacher == "bm25" and advice.training is None
+    clean_others = [n for n in selection.statistics.names() if n not in ("minilm-ft", "minilm-l6")]
+    teacher = next(n for n in clean_others if not (n == "hybrid" and hybrid_leaks))
+    assert advice.teacher == {"hybrid": "hybrid:minilm-l6"}.get(teacher, teacher) and advice.training is None
     assert advice.command == (
-        f"embedlab finetune --data {data} --base {saved_minilm} --teacher bm25 --train-queries corpus "
+        f"embedlab finetune --data {data} --base minilm-l6 --teacher {advice.teacher} --train-queries corpus "
         f"--eval {data} --out {out}"
     )
     assert advice.command in text and "compare again" not in text

@@ -386,19 +386,29 @@ def _tunable(name: str) -> str | None:
     return _tunable(spec.base) if spec.base else None
 
 
-def _finetune_base(chosen: Candidate | None, dense: Sequence[Candidate], tied: Sequence[str]) -> str | None:
+def _finetune_base(
+    chosen: Candidate | None,
+    dense: Sequence[Candidate],
+    tied: Sequence[str],
+    *,
+    sources: Mapping[str, str] | None = None,
+    excluded: frozenset[str] = frozenset(),
+) -> str | None:
     """The model to fine-tune: the chosen one (or what it derives from, or a hybrid's dense part); else, of the
     dense candidates tied with the best one (``tied``), the fastest; else the best fine-tunable candidate.
+    ``sources`` maps candidate names (a hybrid's parts) to what loads them; ``excluded`` are sources never to
+    fine-tune (models trained on the evaluated data: their before/after there would not be fair).
 
     Fine-tuning costs in proportion to the model's encoding cost, so among models the data cannot tell apart the
     cheapest one gets the most training steps in the same time.
     """
-    options = [chosen.source, *chosen.parts] if chosen is not None else []
+    sources = sources or {}
+    options = [chosen.source, *(sources.get(p, p) for p in chosen.parts)] if chosen is not None else []
     fastest_tied = sorted((c for c in dense if c.name in tied), key=lambda c: -c.cost.documents_per_second)
     options += [c.source for c in fastest_tied] + [c.source for c in dense]
     for name in options:
-        found = _tunable(name)
-        if found is not None:
+        found = _tunable(name) if name not in excluded else None
+        if found is not None and found not in excluded:
             return found
     return None
 
@@ -483,9 +493,11 @@ def finetune_advice(
 ) -> FineTuneAdvice:
     """Whether fine-tuning is likely to pay off; see the module docstring for the evidence weighed."""
     by_quality = sorted(candidates, key=lambda c: -c.quality)
-    dense = [c for c in by_quality if c.kind not in ("bm25", "hybrid")]
-    bm25 = next((c for c in by_quality if c.kind == "bm25"), None)
-    hybrid = next((c for c in by_quality if c.kind == "hybrid"), None)
+    # A model trained on the evaluated data is no evidence (its score is inflated) and no fair base to tune further.
+    every_dense = [c for c in by_quality if c.kind not in ("bm25", "hybrid")]
+    dense = [c for c in every_dense if not c.unfair]
+    bm25 = next((c for c in by_quality if c.kind == "bm25" and not c.unfair), None)
+    hybrid = next((c for c in by_quality if c.kind == "hybrid" and not c.unfair), None)
     reasons: list[str] = []
     shift = False
     gap = None
@@ -548,12 +560,21 @@ def finetune_advice(
             "from the corpus, labelled by the teacher, and measures before/after on the held-out evaluated queries"
         )
     tied = _tied_with_best(dense, per_query, metric=metric, alpha=alpha, resamples=resamples, seed=seed)
-    base = _finetune_base(chosen, dense, tied)
+    unfair = frozenset(c.source for c in candidates if c.unfair)
+    sources = {c.name: c.source for c in candidates}
+    base = _finetune_base(chosen, dense, tied, sources=sources, excluded=unfair)
     enough = training is not None and training.judgements >= MIN_TRAINING_JUDGEMENTS
     verdict: FineTuneVerdict
     if base is None:
         verdict = "not possible"
-        reasons.append("none of the candidates is a sentence-transformers model that can be fine-tuned")
+        if _finetune_base(chosen, every_dense, tied, sources=sources) is not None:
+            reasons.append(
+                "the candidates that can be fine-tuned trained on the evaluated data (†): tuning them further cannot "
+                "be measured fairly here; fine-tune the model they started from (their embedlab_training.json "
+                "names it)"
+            )
+        else:
+            reasons.append("none of the candidates is a sentence-transformers model that can be fine-tuned")
     elif enough and shift:
         verdict = "likely"
     elif enough or shift:
@@ -561,13 +582,18 @@ def finetune_advice(
     else:
         verdict = "unlikely"
     if base is not None and chosen is not None and base != chosen.source:
+        why = (
+            "trained on the evaluated data (†), so its before/after here would not be fair"
+            if chosen.unfair
+            else "cannot be fine-tuned itself"
+        )
         reasons.append(
-            f"{chosen.name} cannot be fine-tuned itself; fine-tune {base}, then weigh its after score (on "
-            f"queries it never trained on) against {chosen.name}'s"
+            f"{chosen.name} {why}; fine-tune {base}, then weigh its after score (on queries it never trained on) "
+            f"against {chosen.name}'s"
         )
     cheaper = next((c for c in dense if c.source == base and c.name in tied), None)
-    if cheaper is not None and cheaper is not dense[0]:
-        ratio = cheaper.cost.documents_per_second / max(dense[0].cost.documents_per_second, 1e-9)
+    ratio = cheaper.cost.documents_per_second / max(dense[0].cost.documents_per_second, 1e-9) if cheaper else 0.0
+    if cheaper is not None and cheaper is not dense[0] and ratio > 1:
         reasons.append(
             f"{cheaper.name} is tied with the best dense model ({dense[0].name}) and {ratio:.1f}× faster: "
             "the same training time buys it more steps"
@@ -613,8 +639,8 @@ def _teacher_reason(
     if gap >= 0:
         return said + f", {points(gap)} points over {base}: its scores label the training pairs"
     return (
-        said + f", {100 * -gap:.1f} points below {base}, the best system here; it is the best other one, so its "
-        "labels teach less than a stronger teacher would"
+        said + f", {100 * -gap:.1f} points below {base} (no other system here that can teach scores higher), so "
+        "its labels teach less than a stronger teacher would"
     )
 
 
