@@ -306,7 +306,7 @@ def _constraints_section(selection: Selection) -> Section:
 def _metrics_section(selection: Selection) -> Section:
     stats = selection.statistics
     metrics = selection.comparison.metrics
-    headers = ["metric", *stats.names()]
+    headers = ["metric", *(selection.result(name).marked_name for name in stats.names())]
     rows = [
         [
             metric,
