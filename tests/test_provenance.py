@@ -199,3 +199,17 @@ def test_overlap_of_an_empty_record_and_a_data_set_without_relevant_documents() 
     dataset = RetrievalDataset("toy", (Document("d1", "Cats purr."),), (Query("q1", "Which animal purrs?"),), {})
     record = TrainingProvenance.from_training(base="b", data=[], queries=["which  animal PURRS?"], documents=[])
     assert record.overlap(dataset) == TrainingOverlap(1, 0, 1)
+
+
+def test_an_exported_fine_tuned_model_keeps_its_record(
+    saved_minilm: Path, scifact_small, vector_cache, tmp_path: Path
+) -> None:
+    from embedlab.evaluate.compare import training_overlap
+    from embedlab.export import export_model
+
+    record, queries, documents = _leaky_record(scifact_small)
+    record.write(saved_minilm)
+    out = tmp_path / "minilm-ft-bf16"
+    export_model(str(saved_minilm), "torch-bf16", out, scifact_small, cache=vector_cache)
+    assert read_provenance(out) == record
+    assert training_overlap(str(out), scifact_small) == TrainingOverlap(queries, documents, len(scifact_small.queries))
