@@ -151,6 +151,10 @@ class Selection:
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.comparison.results if r.name == name)
 
+    def overlap_footnotes(self) -> list[str]:
+        """One line per model marked † (it trained on the evaluated queries or their relevant documents)."""
+        return overlap_footnotes(self.comparison.ranked())
+
     def leaderboard(self) -> tuple[list[str], list[list[str]]]:
         """Headers and rows, best first: quality with its interval and test, then the main costs."""
         stats_headers, stats_rows = self.statistics.rows()
@@ -179,7 +183,7 @@ class Selection:
             f"{round(100 * self.statistics.confidence)}% bootstrap CIs, {self.statistics.method} test against "
             f"{self.statistics.best} (Holm); * = recommended",
             format_table(*self.leaderboard()),
-            *overlap_footnotes(self.comparison.ranked()),
+            *self.overlap_footnotes(),
             "",
             str(self.recommendation),
         ]

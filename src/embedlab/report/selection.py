@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedlab.cost import format_duration
-from embedlab.evaluate.compare import overlap_footnotes
 from embedlab.files import markdown_table, write_text_atomic
 from embedlab.report import html as h
 from embedlab.report import plots
@@ -183,7 +182,7 @@ def _leaderboard_section(selection: Selection) -> Section:
         f"paired {stats.method} test on {metric}; p-values are Holm-corrected over the {len(stats.models) - 1} "
         f"comparisons; tied = p ≥ {stats.alpha}. ★ = recommended. Costs measured on this machine (see Cost)."
     )
-    footnotes = overlap_footnotes(selection.comparison.ranked())
+    footnotes = selection.overlap_footnotes()
     html = h.table(headers, rows, row_classes=row_classes, cell_classes=cell_classes)
     html += "".join(h.paragraph(line, css="note trained-on-evaluation") for line in footnotes)
     html += h.paragraph(note, css="note")
