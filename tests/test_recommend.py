@@ -144,73 +144,9 @@ def test_pareto_frontier() -> None:
     assert pareto_frontier({"x": (0.5, 1.0), "y": (0.5, 1.0)}) == ["x", "y"]  # equal points do not dominate
 
 
-def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_data: Path) -> None:
+def test_with_only_the_evaluated_queries_judged_the_advice_trains_on_corpus_queries(field) -> None:
     candidates, per_query = field
-    training = training_judgements(shared_data / "scifact", "test")
-    assert training is not None
-    with (shared_data / "scifact" / "qrels" / "train.tsv").open() as handle:
-        rows = [r for r in csv.reader(handle, delimiter="\t")][1:]
-    assert training.judgements == sum(1 for r in rows if int(r[2]) > 0)
-    assert training.queries == len({r[0] for r in rows})
-    assert training_judgements(shared_data / "scifact", "train") is None  # training on the evaluated split: no
-
     by_name = {c.name: c for c in candidates}
-    # BM25 far below the dense models, training data present: possible, not likely.
-    advice = finetune_advice(
-        candidates,
-        chosen=by_name["minilm-l6"],
-        per_query=per_query,
-        metric="ndcg@10",
-        training=training,
-        data_ref="../shared/data/scifact",
-        out="runs/scifact",
-        resamples=500,
-    )
-    assert advice.verdict == "possible"
-    # The teacher: the best system other than the base (no hybrid here): mpnet-base; training on the train split.
-    assert advice.teacher == "mpnet-base" and advice.train_queries is None
-    assert advice.command == (
-        "embedlab finetune --data ../shared/data/scifact --base minilm-l6 --teacher mpnet-base --out runs/scifact"
-    )
-    mpnet = 100 * by_name["mpnet-base"].quality
-    gap = 100 * (by_name["mpnet-base"].quality - by_name["minilm-l6"].quality)
-    assert f"the teacher is mpnet-base, ndcg@10 {mpnet:.1f} here, {gap:+.1f} points over minilm-l6" in "".join(
-        advice.reasons
-    )
-    # BM25 above every dense model: domain shift; with training judgements fine-tuning is likely to pay off.
-    shifted = [*candidates[:3], candidate("bm25", scores(0.75, seed=9), candidates[3].cost)]
-    per_query_shifted = {**per_query, "bm25": scores(0.75, seed=9)}
-    advice = finetune_advice(
-        shifted,
-        chosen=shifted[3],
-        per_query=per_query_shifted,
-        metric="ndcg@10",
-        training=training,
-        data_ref="data dir",
-        out="out",
-        resamples=500,
-    )
-    assert advice.verdict == "likely"
-    assert advice.bm25_gap is not None and advice.bm25_gap < 0
-    # bm25 cannot be fine-tuned; minilm-l6 is tied with the best dense model (mpnet-base) and 5x faster.
-    assert advice.base == "minilm-l6"
-    assert advice.teacher == "bm25" and advice.teacher_score == shifted[3].quality
-    assert advice.command == "embedlab finetune --data 'data dir' --base minilm-l6 --teacher bm25 --out out"
-    assert any("minilm-l6 is tied with the best dense model (mpnet-base) and 5.0× faster" in r for r in advice.reasons)
-    # Without the faster model in the field, the best dense model is the one to fine-tune.
-    no_minilm = [c for c in shifted if c.name != "minilm-l6"]
-    advice = finetune_advice(
-        no_minilm,
-        chosen=shifted[3],
-        per_query={k: v for k, v in per_query_shifted.items() if k != "minilm-l6"},
-        metric="ndcg@10",
-        training=training,
-        data_ref="d",
-        out="o",
-        resamples=500,
-    )
-    assert advice.base == "mpnet-base" and advice.teacher == "bm25"
-    # No training judgements and no sign of shift: unlikely.
     advice = finetune_advice(
         candidates,
         chosen=by_name["static-minilm"],
@@ -221,8 +157,6 @@ def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_dat
         out="o",
         resamples=500,
     )
-    assert advice.verdict == "unlikely"
-    assert advice.base == "minilm-l6"  # static-minilm is distilled from minilm-l6: fine-tune that
     # Only the evaluated queries are judged: never train on them; corpus queries train, the evaluated ones measure.
     assert advice.train_queries == "corpus" and advice.teacher == "mpnet-base"
     assert advice.command == (
@@ -311,3 +245,84 @@ def test_a_model_trained_on_the_evaluated_data_is_called_out(field) -> None:
     clean = [replace(c, overlap=TrainingOverlap(0, 0, N)) for c in candidates]
     rec = recommend(clean, metric="ndcg@10", per_query=per_query, resamples=1000)
     assert not any("not a fair comparison" in r for r in rec.reasons)
+
+
+def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_data: Path) -> None:
+    candidates, per_query = field
+    training = training_judgements(shared_data / "scifact", "test")
+    assert training is not None
+    with (shared_data / "scifact" / "qrels" / "train.tsv").open() as handle:
+        rows = [r for r in csv.reader(handle, delimiter="\t")][1:]
+    assert training.judgements == sum(1 for r in rows if int(r[2]) > 0)
+    assert training.queries == len({r[0] for r in rows})
+    assert training_judgements(shared_data / "scifact", "train") is None  # training on the evaluated split: no
+
+    by_name = {c.name: c for c in candidates}
+    # BM25 far below the dense models, training data present: possible, not likely.
+    advice = finetune_advice(
+        candidates,
+        chosen=by_name["minilm-l6"],
+        per_query=per_query,
+        metric="ndcg@10",
+        training=training,
+        data_ref="../shared/data/scifact",
+        out="runs/scifact",
+        resamples=500,
+    )
+    assert advice.verdict == "possible"
+    # The teacher: the best system other than the base (no hybrid here): mpnet-base; training on the train split.
+    assert advice.teacher == "mpnet-base" and advice.train_queries is None
+    assert advice.command == (
+        "embedlab finetune --data ../shared/data/scifact --base minilm-l6 --teacher mpnet-base --out runs/scifact"
+    )
+    mpnet = 100 * by_name["mpnet-base"].quality
+    gap = 100 * (by_name["mpnet-base"].quality - by_name["minilm-l6"].quality)
+    assert f"the teacher is mpnet-base, ndcg@10 {mpnet:.1f} here, {gap:+.1f} points over minilm-l6" in "".join(
+        advice.reasons
+    )
+    # BM25 above every dense model: domain shift; with training judgements fine-tuning is likely to pay off.
+    shifted = [*candidates[:3], candidate("bm25", scores(0.75, seed=9), candidates[3].cost)]
+    per_query_shifted = {**per_query, "bm25": scores(0.75, seed=9)}
+    advice = finetune_advice(
+        shifted,
+        chosen=shifted[3],
+        per_query=per_query_shifted,
+        metric="ndcg@10",
+        training=training,
+        data_ref="data dir",
+        out="out",
+        resamples=500,
+    )
+    assert advice.verdict == "likely"
+    assert advice.bm25_gap is not None and advice.bm25_gap < 0
+    # bm25 cannot be fine-tuned; minilm-l6 is tied with the best dense model (mpnet-base) and 5x faster.
+    assert advice.base == "minilm-l6"
+    assert advice.teacher == "bm25" and advice.teacher_score == shifted[3].quality
+    assert advice.command == "embedlab finetune --data 'data dir' --base minilm-l6 --teacher bm25 --out out"
+    assert any("minilm-l6 is tied with the best dense model (mpnet-base) and 5.0× faster" in r for r in advice.reasons)
+    # Without the faster model in the field, the best dense model is the one to fine-tune.
+    no_minilm = [c for c in shifted if c.name != "minilm-l6"]
+    advice = finetune_advice(
+        no_minilm,
+        chosen=shifted[3],
+        per_query={k: v for k, v in per_query_shifted.items() if k != "minilm-l6"},
+        metric="ndcg@10",
+        training=training,
+        data_ref="d",
+        out="o",
+        resamples=500,
+    )
+    assert advice.base == "mpnet-base" and advice.teacher == "bm25"
+    # No training judgements and no sign of shift: unlikely.
+    advice = finetune_advice(
+        candidates,
+        chosen=by_name["static-minilm"],
+        per_query=per_query,
+        metric="ndcg@10",
+        training=None,
+        data_ref="d",
+        out="o",
+        resamples=500,
+    )
+    assert advice.verdict == "unlikely"
+    assert advice.base == "minilm-l6"  # static-minilm is distilled from minilm-l6: fine-tune that

@@ -22,16 +22,7 @@ interval and its measured :class:`~embedlab.cost.ModelCost`), the per-query scor
    training judgements available (:func:`training_judgements`), and the gap between BM25 and the best dense
    model (BM25 close to or above the dense models, or a hybrid significantly above them, means the models miss
    the domain's vocabulary: domain shift, which fine-tuning addresses) — and the exact ``embedlab finetune``
-   command, with the same ``--out`` so its before/after section joins the same report. The command names a
-   **teacher** (``--teacher``), whose scores label the training pairs: the best system here other than the base
-   (the hybrid as ``hybrid:<its dense model>``, ``bm25``, or a stronger dense model), never a model derived from
-   the base (it knows nothing the base does not) nor one marked as trained on the evaluated data. It **never
-   trains on the evaluated queries**: with a training split beside them (:func:`training_judgements`) it trains on
-   that split plus queries made from the corpus and is measured on the held-out evaluated split; with only the
-   evaluated queries judged, it trains on queries made from the corpus alone (``--train-queries corpus``) and
-   measures before/after on the evaluated queries (``--eval``).
-6. **Unfair scores**: a candidate that trained on the evaluated queries or their relevant documents (its
-   ``overlap``, from :mod:`embedlab.finetune.provenance`) gets a reason saying its score is not a fair comparison.
+   command, with the same ``--out`` so its before/after section joins the same report.
 
 Example::
 
@@ -491,7 +482,17 @@ def finetune_advice(
     resamples: int = 10_000,
     seed: int = 0,
 ) -> FineTuneAdvice:
-    """Whether fine-tuning is likely to pay off; see the module docstring for the evidence weighed."""
+    """Whether fine-tuning is likely to pay off; see the module docstring for the evidence weighed.
+
+    The command names a **teacher** (``--teacher``), whose scores label the training pairs: the best system here
+    other than the base (the hybrid as ``hybrid:<its dense model>``, ``bm25``, or a stronger dense model), never a
+    model derived from the base (it knows nothing the base does not) nor one trained on the evaluated data. It
+    **never trains on the evaluated queries**: with a training split beside them (``training``) it trains on that
+    split plus queries made from the corpus and is measured on the held-out evaluated split; with only the
+    evaluated queries judged, it trains on queries made from the corpus alone (``--train-queries corpus``) and
+    measures before/after on the evaluated queries (``--eval``). A candidate that trained on the evaluated data
+    (its ``overlap``) is no evidence of domain shift, and is never the base to tune further.
+    """
     by_quality = sorted(candidates, key=lambda c: -c.quality)
     # A model trained on the evaluated data is no evidence (its score is inflated) and no fair base to tune further.
     every_dense = [c for c in by_quality if c.kind not in ("bm25", "hybrid")]
@@ -741,7 +742,12 @@ def recommend(
     resamples: int = 10_000,
     seed: int = 0,
 ) -> Recommendation:
-    """Choose a model under ``constraints``; see the module docstring for how."""
+    """Choose a model under ``constraints``; see the module docstring for how.
+
+    A candidate that trained on the evaluated queries or their relevant documents (its ``overlap``, from
+    :mod:`embedlab.finetune.provenance`) gets a reason saying its score is not a fair comparison (and, when it is
+    the choice, that the choice rests on it).
+    """
     if not candidates:
         raise EmbedlabError("no candidates to recommend from")
     constraints = constraints or Constraints()
