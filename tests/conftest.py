@@ -117,6 +117,26 @@ def vector_cache(embedlab_cache: Path):
     return EmbeddingCache(embedlab_cache)
 
 
+# --- a model folder as `embedlab finetune` saves it (the real all-MiniLM-L6-v2, saved by sentence-transformers) ---
+
+
+@pytest.fixture(scope="session")
+def saved_minilm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged minilm-l6 saved with ``SentenceTransformer.save`` into a folder of its own (``minilm-ft``),
+    as a fine-tuned model folder is; tests write the training record (``embedlab_training.json``) they need
+    into it. The record does not change the folder's vector fingerprint, so its vectors are encoded once."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedlab.models import packaged
+    from embedlab.models.catalog import get_spec
+
+    package = get_spec("minilm-l6").package
+    assert package is not None
+    folder = tmp_path_factory.mktemp("models") / "minilm-ft"
+    SentenceTransformer(str(packaged.locate(package)), device="cpu").save(str(folder))
+    return folder
+
+
 # --- embedlab select: one real selection shared by tests/test_select.py and tests/test_report_html.py ---------
 
 

@@ -7,6 +7,7 @@ pipeline on real models and real measured costs is tested in tests/test_select.p
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from embedlab.cost import CorpusEstimate, Latency, Memory, ModelCost, Throughput, index_sizes
 from embedlab.errors import EmbedlabError
 from embedlab.evaluate.statistics import bootstrap_intervals
+from embedlab.finetune.provenance import TrainingOverlap
 from embedlab.recommend import (
     Candidate,
     Constraints,
@@ -142,6 +144,109 @@ def test_pareto_frontier() -> None:
     assert pareto_frontier({"x": (0.5, 1.0), "y": (0.5, 1.0)}) == ["x", "y"]  # equal points do not dominate
 
 
+def test_with_only_the_evaluated_queries_judged_the_advice_trains_on_corpus_queries(field) -> None:
+    candidates, per_query = field
+    by_name = {c.name: c for c in candidates}
+    advice = finetune_advice(
+        candidates,
+        chosen=by_name["static-minilm"],
+        per_query=per_query,
+        metric="ndcg@10",
+        training=None,
+        data_ref="d",
+        out="o",
+        resamples=500,
+    )
+    # Only the evaluated queries are judged: never train on them; corpus queries train, the evaluated ones measure.
+    assert advice.train_queries == "corpus" and advice.teacher == "mpnet-base"
+    assert advice.command == (
+        "embedlab finetune --data d --base minilm-l6 --teacher mpnet-base --train-queries corpus --eval d --out o"
+    )
+    text = str(advice)
+    assert "compare again" not in text and advice.command in text
+    assert any("static-minilm cannot be fine-tuned itself" in r for r in advice.reasons)
+    assert any(
+        f"no training judgements beside the {N} evaluated queries" in r and "--train-queries corpus" in r
+        for r in advice.reasons
+    )
+
+
+def test_the_teacher_is_the_best_other_system_never_the_base_nor_one_trained_on_the_evaluated_data(field) -> None:
+    candidates, per_query = field
+    by_name = {c.name: c for c in candidates}
+    minilm = by_name["minilm-l6"]
+    hybrid_scores = {q: min(1.0, v + 0.1) for q, v in per_query["minilm-l6"].items()}
+    hybrid = replace(
+        candidate("hybrid", hybrid_scores, make_cost("hybrid", docs_per_s=25), kind="hybrid"),
+        parts=("bm25", "minilm-l6"),
+        label="the hybrid of bm25 and minilm-l6 (reciprocal rank fusion)",
+    )
+    # A quantised copy of the base scoring above it: it knows nothing the base does not, so it never teaches.
+    int8 = candidate("minilm-l6-int8", {q: min(1.0, v + 0.05) for q, v in per_query["minilm-l6"].items()}, minilm.cost)
+    field_ = [minilm, hybrid, int8, by_name["bm25"], by_name["static-minilm"]]
+    scores_ = {**per_query, "hybrid": hybrid_scores, "minilm-l6-int8": dict(per_query["minilm-l6"])}
+
+    def advise(field_: list[Candidate], chosen: Candidate):
+        return finetune_advice(
+            field_,
+            chosen=chosen,
+            per_query=scores_,
+            metric="ndcg@10",
+            training=None,
+            data_ref="data.jsonl",
+            out="runs/x",
+            resamples=200,
+        )
+
+    advice = advise(field_, minilm)
+    assert advice.base == "minilm-l6" and advice.teacher == "hybrid:minilm-l6"
+    assert "--teacher hybrid:minilm-l6 --train-queries corpus --eval data.jsonl" in (advice.command or "")
+    assert any(
+        r.startswith("the teacher is hybrid:minilm-l6 (the hybrid of bm25 and minilm-l6") for r in advice.reasons
+    )
+    # The hybrid trained on the evaluated queries (its dense part did): it would pass them on; the int8 copy is the
+    # base; BM25 teaches.
+    leaky = replace(hybrid, overlap=TrainingOverlap(queries=3, relevant_documents=4, evaluated_queries=N))
+    advice = advise([minilm, leaky, int8, by_name["bm25"]], minilm)
+    assert advice.teacher == "bm25"
+    # The base is the best system: the best other one teaches, and the reasons say it is weaker.
+    advice = advise([minilm, by_name["static-minilm"]], minilm)
+    assert advice.teacher is None  # static-minilm is distilled from the base
+    advice = advise([by_name["mpnet-base"], by_name["bm25"]], by_name["mpnet-base"])
+    assert advice.base == "mpnet-base" and advice.teacher == "bm25"
+    assert any(
+        "points below mpnet-base (no other system here that can teach scores higher)" in r for r in advice.reasons
+    )
+
+
+def test_a_model_trained_on_the_evaluated_data_is_called_out(field) -> None:
+    candidates, per_query = field
+    overlap = TrainingOverlap(queries=12, relevant_documents=40, evaluated_queries=N)
+    marked = [replace(c, overlap=overlap) if c.name == "mpnet-base" else c for c in candidates]
+    rec = recommend(marked, metric="ndcg@10", per_query=per_query, resamples=1000)
+    assert rec.model == "minilm-l6"
+    unfair = [r for r in rec.reasons if "not a fair comparison" in r]
+    assert unfair == [
+        f"mpnet-base † trained on 12 of {N} evaluated queries and 40 of their relevant documents: its ndcg@10 "
+        "here is not a fair comparison with the others"
+    ]
+    marked = [replace(c, overlap=overlap) if c.name == "minilm-l6" else c for c in candidates]
+    rec = recommend(marked, metric="ndcg@10", per_query=per_query, resamples=1000)
+    assert rec.model == "minilm-l6"
+    assert any(r.startswith("minilm-l6 † trained on 12") and "this choice rests on it" in r for r in rec.reasons)
+    # Neither fine-tuned further (its before/after on these queries would not be fair) nor a teacher.
+    assert rec.finetune.base == "mpnet-base" and rec.finetune.teacher == "bm25"
+    assert any(r.startswith("minilm-l6 trained on the evaluated data (†)") for r in rec.finetune.reasons)
+    # When every fine-tunable candidate trained on the evaluated data, there is nothing fair to fine-tune here.
+    everything = [replace(c, overlap=overlap) if c.kind != "bm25" else c for c in candidates]
+    advice = recommend(everything, metric="ndcg@10", per_query=per_query, resamples=1000).finetune
+    assert advice.verdict == "not possible" and advice.command is None
+    assert any("the model they started from" in r for r in advice.reasons)
+    clean = [replace(c, overlap=TrainingOverlap(0, 0, N)) for c in candidates]
+    rec = recommend(clean, metric="ndcg@10", per_query=per_query, resamples=1000)
+    assert not any("not a fair comparison" in r for r in rec.reasons)
+
+
 def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_data: Path) -> None:
     candidates, per_query = field
     training = training_judgements(shared_data / "scifact", "test")
@@ -165,7 +270,16 @@ def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_dat
         resamples=500,
     )
     assert advice.verdict == "possible"
-    assert advice.command == "embedlab finetune --data ../shared/data/scifact --base minilm-l6 --out runs/scifact"
+    # The teacher: the best system other than the base (no hybrid here): mpnet-base; training on the train split.
+    assert advice.teacher == "mpnet-base" and advice.train_queries is None
+    assert advice.command == (
+        "embedlab finetune --data ../shared/data/scifact --base minilm-l6 --teacher mpnet-base --out runs/scifact"
+    )
+    mpnet = 100 * by_name["mpnet-base"].quality
+    gap = 100 * (by_name["mpnet-base"].quality - by_name["minilm-l6"].quality)
+    assert f"the teacher is mpnet-base, ndcg@10 {mpnet:.1f} here, {gap:+.1f} points over minilm-l6" in "".join(
+        advice.reasons
+    )
     # BM25 above every dense model: domain shift; with training judgements fine-tuning is likely to pay off.
     shifted = [*candidates[:3], candidate("bm25", scores(0.75, seed=9), candidates[3].cost)]
     per_query_shifted = {**per_query, "bm25": scores(0.75, seed=9)}
@@ -183,7 +297,8 @@ def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_dat
     assert advice.bm25_gap is not None and advice.bm25_gap < 0
     # bm25 cannot be fine-tuned; minilm-l6 is tied with the best dense model (mpnet-base) and 5x faster.
     assert advice.base == "minilm-l6"
-    assert advice.command == "embedlab finetune --data 'data dir' --base minilm-l6 --out out"
+    assert advice.teacher == "bm25" and advice.teacher_score == shifted[3].quality
+    assert advice.command == "embedlab finetune --data 'data dir' --base minilm-l6 --teacher bm25 --out out"
     assert any("minilm-l6 is tied with the best dense model (mpnet-base) and 5.0× faster" in r for r in advice.reasons)
     # Without the faster model in the field, the best dense model is the one to fine-tune.
     no_minilm = [c for c in shifted if c.name != "minilm-l6"]
@@ -197,7 +312,7 @@ def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_dat
         out="o",
         resamples=500,
     )
-    assert advice.base == "mpnet-base"
+    assert advice.base == "mpnet-base" and advice.teacher == "bm25"
     # No training judgements and no sign of shift: unlikely.
     advice = finetune_advice(
         candidates,

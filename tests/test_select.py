@@ -46,6 +46,11 @@ def test_recommendation_is_consistent_with_the_figures(small_selection) -> None:
     assert rec.finetune.training is not None  # SciFact has train judgements beside the test split
     assert rec.finetune.command is not None and f"--out {out}" in rec.finetune.command
     assert rec.finetune.base == "minilm-l6"
+    # The teacher is the best system other than the base, by the figures of this very selection.
+    best_other = next(name for name in selection.statistics.names() if name != "minilm-l6")
+    assert rec.finetune.teacher == {"hybrid": "hybrid:minilm-l6"}.get(best_other, best_other)
+    assert rec.finetune.teacher_score == selection.result(best_other).mean("ndcg@10")
+    assert f"--teacher {rec.finetune.teacher} --out" in rec.finetune.command  # train split beside the test one
     text = str(selection)
     assert "ndcg@10" in text.splitlines()[1] and "95% CI" in text.splitlines()[1]
     assert "Fine-tuning:" in text and rec.headline in text
@@ -73,6 +78,60 @@ def test_outputs_carry_schema_manifest_and_every_figure(small_selection, scifact
     assert "## Leaderboard" in markdown and "| minilm-l6" in markdown
     assert "(plots/quality-vs-throughput.svg)" in markdown
     assert (out / "plots" / "quality-vs-throughput.svg").read_text().startswith("<svg")
+
+
+def test_a_model_trained_on_the_evaluated_queries_is_marked_everywhere(
+    saved_minilm: Path, scifact_small, vector_cache, shared_data: Path, tmp_path: Path
+) -> None:
+    from embedlab.finetune.provenance import TrainingProvenance
+    from embedlab.select import select
+
+    leaked = scifact_small.queries[:4]
+    relevant = {d for q in leaked for d, grade in scifact_small.qrels[q.id].items() if grade > 0}
+    by_id = scifact_small.documents_by_id
+    TrainingProvenance.from_training(
+        base="minilm-l6",
+        data=[{"source": "scifact", "content_hash": "3" * 64}],
+        queries=[q.text for q in leaked],
+        documents=[(d, by_id[d].full_text) for d in relevant],
+    ).write(saved_minilm)
+    config = SelectConfig(
+        models=(str(saved_minilm), "minilm-l6"), cost_documents=4, cost_queries=2, resamples=200, isolate_cost=False
+    )
+    out = tmp_path / "out"
+    data = _write_beir(tmp_path / "data", scifact_small)  # no train split: only the evaluated queries are judged
+    selection = select(scifact_small, config, cache=vector_cache, data_ref=str(data), out=out)
+    selection.write(out)
+    said = f"trained on 4 of {len(scifact_small.queries)} evaluated queries and {len(relevant)} of their relevant"
+    # The model (and the hybrid when it is built on it) is marked; the same weights without the record are not.
+    hybrid_leaks = selection.result("hybrid").spec["parts"] == ["bm25", "minilm-ft"]
+    marked = {"minilm-ft †", "minilm-l6", "bm25", "hybrid †" if hybrid_leaks else "hybrid"}
+    assert {row[0].removesuffix(" *") for row in selection.leaderboard()[1]} == marked
+    text = str(selection)
+    assert f"† minilm-ft: {said}" in text and (f"† hybrid: {said}" in text) == hybrid_leaks
+    rec = selection.recommendation
+    assert any(r.startswith(f"minilm-ft † {said}") and "not a fair comparison" in r for r in rec.reasons)
+    # It is neither fine-tuned further nor a teacher: the clean minilm-l6 is the base, the best clean other system
+    # teaches. Only the evaluated queries are judged, so corpus queries train and these ones measure.
+    advice = rec.finetune
+    clean_others = [n for n in selection.statistics.names() if n not in ("minilm-ft", "minilm-l6")]
+    teacher = next(n for n in clean_others if not (n == "hybrid" and hybrid_leaks))
+    assert advice.teacher == {"hybrid": "hybrid:minilm-l6"}.get(teacher, teacher) and advice.training is None
+    assert advice.command == (
+        f"embedlab finetune --data {data} --base minilm-l6 --teacher {advice.teacher} --train-queries corpus "
+        f"--eval {data} --out {out}"
+    )
+    assert advice.command in text and "compare again" not in text
+    markdown = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for rendered in (markdown, html):
+        assert "minilm-ft †" in rendered and f"† minilm-ft: {said}" in rendered and "not a fair comparison" in rendered
+        assert advice.command in rendered
+    report = json.loads((out / "report.json").read_text())
+    leaderboard = next(s for s in report["sections"] if s["name"] == "leaderboard")
+    assert leaderboard["payload"]["training_overlap"]["minilm-ft"]["queries"] == 4
+    models = {m["name"]: m for m in json.loads((out / "select.json").read_text())["models"]}
+    assert models["hybrid"]["training_overlap"]["clean"] is False and models["bm25"]["training_overlap"] is None
 
 
 def test_config_is_validated_once() -> None:
@@ -115,7 +174,9 @@ def test_cli_answers_impossible_constraints_with_nearest_misses(
     payload = json.loads((out / "select.json").read_text())
     assert payload["recommendation"]["model"] is None
     assert set(payload["recommendation"]["nearest_misses"]) == {"minilm-l3-onnx", "bm25", "hybrid"}
-    assert payload["recommendation"]["finetune"]["training"] is None  # this folder has no train split
+    advice = payload["recommendation"]["finetune"]
+    assert advice["training"] is None  # this folder has no train split
+    assert advice["verdict"] == "not possible" and advice["command"] is None  # an ONNX-only model
     assert (out / "report.html").exists()
 
 

@@ -38,6 +38,7 @@ from embedlab.data.dataset import RetrievalDataset
 from embedlab.embedding import EmbeddingCache
 from embedlab.errors import EmbedlabError, ModelError
 from embedlab.files import format_table, write_json_atomic
+from embedlab.finetune.provenance import PROVENANCE_FILE
 from embedlab.manifest import build_manifest
 from embedlab.models.backends import (
     AUTO,
@@ -196,6 +197,10 @@ def _write(target: SentenceTransformerEncoder, result: ExportResult, out: Path) 
             artifact = target.artifact
             assert artifact is not None
             shutil.copytree(artifact, staged)
+        record = Path(target.source) / PROVENANCE_FILE
+        if record.is_file():
+            # A fine-tuned model keeps the record of what it trained on: compare and select still mark it.
+            shutil.copy2(record, staged / PROVENANCE_FILE)
         write_json_atomic(staged / EXPORT_META, _description(target, result))
         if out.exists():
             out.rmdir()  # checked empty above

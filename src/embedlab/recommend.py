@@ -33,7 +33,8 @@ Example::
     Use minilm-l6. mpnet-base is tied with minilm-l6 on ndcg@10 (p = 0.41) but 4.6× slower: use minilm-l6.
     ...
     Fine-tuning: likely to pay off
-      embedlab finetune --data ../shared/data/scifact --base minilm-l6 --out runs/scifact
+      ...
+      embedlab finetune --data ../shared/data/scifact --base minilm-l6 --teacher hybrid:minilm-l6 --out runs/scifact
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any, Literal, Protocol
 from embedlab.cost import ModelCost, format_duration
 from embedlab.errors import EmbedlabError
 from embedlab.evaluate.statistics import Interval, PairedComparison, compare_to_reference
+from embedlab.finetune.provenance import TRAINED_MARK, TrainingOverlap
 from embedlab.models.catalog import find_spec
 
 SPEEDUP = 1.25
@@ -110,7 +112,8 @@ class Candidate:
     """One model as the recommender sees it: quality on the primary metric, its interval, its cost.
 
     ``label`` is how to name it in a sentence (a hybrid says what it fuses); ``parts`` are a hybrid's models;
-    ``source`` is what loads it (a catalog name or a folder; default: ``name``).
+    ``source`` is what loads it (a catalog name or a folder; default: ``name``); ``overlap`` is what of the
+    evaluated data it trained on, for a model fine-tuned by embedlab (``None`` otherwise).
     """
 
     name: str
@@ -121,6 +124,7 @@ class Candidate:
     label: str = ""
     parts: tuple[str, ...] = ()
     source: str = ""
+    overlap: TrainingOverlap | None = None
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -129,6 +133,11 @@ class Candidate:
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    @property
+    def unfair(self) -> bool:
+        """True when it trained on the evaluated queries or their relevant documents."""
+        return self.overlap is not None and not self.overlap.clean
 
 
 @dataclass(frozen=True)
@@ -316,7 +325,13 @@ def training_judgements(data: str | Path, eval_split: str) -> TrainingData | Non
 
 @dataclass(frozen=True)
 class FineTuneAdvice:
-    """Whether fine-tuning is likely to pay off, the evidence in words, and the command to run."""
+    """Whether fine-tuning is likely to pay off, the evidence in words, and the command to run.
+
+    ``teacher`` is the ``--teacher`` argument (``None`` when no candidate can teach) and ``teacher_score`` its
+    primary metric here; ``train_queries`` is ``"corpus"`` when only the evaluated queries are judged (the command
+    then trains on queries made from the corpus and measures on the evaluated ones with ``--eval``), else ``None``
+    (the training split beside them, plus corpus queries).
+    """
 
     verdict: FineTuneVerdict
     reasons: tuple[str, ...]
@@ -325,6 +340,9 @@ class FineTuneAdvice:
     training: TrainingData | None
     bm25_gap: float | None
     hybrid_gain: float | None
+    teacher: str | None = None
+    teacher_score: float | None = None
+    train_queries: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -332,6 +350,9 @@ class FineTuneAdvice:
             "reasons": list(self.reasons),
             "base": self.base,
             "command": self.command,
+            "teacher": self.teacher,
+            "teacher_score": self.teacher_score,
+            "train_queries": self.train_queries,
             "training": self.training.to_dict() if self.training else None,
             "bm25_gap": self.bm25_gap,
             "hybrid_gain": self.hybrid_gain,
@@ -356,20 +377,59 @@ def _tunable(name: str) -> str | None:
     return _tunable(spec.base) if spec.base else None
 
 
-def _finetune_base(chosen: Candidate | None, dense: Sequence[Candidate], tied: Sequence[str]) -> str | None:
+def _finetune_base(
+    chosen: Candidate | None,
+    dense: Sequence[Candidate],
+    tied: Sequence[str],
+    *,
+    sources: Mapping[str, str] | None = None,
+    excluded: frozenset[str] = frozenset(),
+) -> str | None:
     """The model to fine-tune: the chosen one (or what it derives from, or a hybrid's dense part); else, of the
     dense candidates tied with the best one (``tied``), the fastest; else the best fine-tunable candidate.
+    ``sources`` maps candidate names (a hybrid's parts) to what loads them; ``excluded`` are sources never to
+    fine-tune (models trained on the evaluated data: their before/after there would not be fair).
 
     Fine-tuning costs in proportion to the model's encoding cost, so among models the data cannot tell apart the
     cheapest one gets the most training steps in the same time.
     """
-    options = [chosen.source, *chosen.parts] if chosen is not None else []
+    sources = sources or {}
+    options = [chosen.source, *(sources.get(p, p) for p in chosen.parts)] if chosen is not None else []
     fastest_tied = sorted((c for c in dense if c.name in tied), key=lambda c: -c.cost.documents_per_second)
     options += [c.source for c in fastest_tied] + [c.source for c in dense]
     for name in options:
-        found = _tunable(name)
-        if found is not None:
+        found = _tunable(name) if name not in excluded else None
+        if found is not None and found not in excluded:
             return found
+    return None
+
+
+def _derived_from(source: str, base: str) -> bool:
+    """True when ``source`` is ``base`` or a catalog model made from it (quantised, distilled): as a teacher it
+    would know nothing the base does not."""
+    if source == base:
+        return True
+    spec = find_spec(source)
+    return spec is not None and spec.base is not None and _derived_from(spec.base, base)
+
+
+def _teacher(candidates: Sequence[Candidate], base: str) -> tuple[Candidate, str] | None:
+    """The teacher for fine-tuning ``base`` and its ``--teacher`` argument: the best candidate (``candidates`` best
+    first) not derived from the base and not trained on the evaluated data (a teacher that memorised the
+    evaluated queries would pass them on). A hybrid teaches as ``hybrid:<its dense model>``."""
+    sources = {c.name: c.source for c in candidates}
+    for candidate in candidates:
+        if candidate.unfair:
+            continue
+        if candidate.kind == "hybrid":
+            dense = [p for p in candidate.parts if p != "bm25" and sources.get(p, p) != "bm25"]
+            if len(dense) == 1:
+                return candidate, f"hybrid:{sources.get(dense[0], dense[0])}"
+            continue
+        if candidate.kind == "bm25":
+            return candidate, "bm25"
+        if not _derived_from(candidate.source, base):
+            return candidate, candidate.source
     return None
 
 
@@ -422,11 +482,23 @@ def finetune_advice(
     resamples: int = 10_000,
     seed: int = 0,
 ) -> FineTuneAdvice:
-    """Whether fine-tuning is likely to pay off; see the module docstring for the evidence weighed."""
+    """Whether fine-tuning is likely to pay off; see the module docstring for the evidence weighed.
+
+    The command names a **teacher** (``--teacher``), whose scores label the training pairs: the best system here
+    other than the base (the hybrid as ``hybrid:<its dense model>``, ``bm25``, or a stronger dense model), never a
+    model derived from the base (it knows nothing the base does not) nor one trained on the evaluated data. It
+    **never trains on the evaluated queries**: with a training split beside them (``training``) it trains on that
+    split plus queries made from the corpus and is measured on the held-out evaluated split; with only the
+    evaluated queries judged, it trains on queries made from the corpus alone (``--train-queries corpus``) and
+    measures before/after on the evaluated queries (``--eval``). A candidate that trained on the evaluated data
+    (its ``overlap``) is no evidence of domain shift, and is never the base to tune further.
+    """
     by_quality = sorted(candidates, key=lambda c: -c.quality)
-    dense = [c for c in by_quality if c.kind not in ("bm25", "hybrid")]
-    bm25 = next((c for c in by_quality if c.kind == "bm25"), None)
-    hybrid = next((c for c in by_quality if c.kind == "hybrid"), None)
+    # A model trained on the evaluated data is no evidence (its score is inflated) and no fair base to tune further.
+    every_dense = [c for c in by_quality if c.kind not in ("bm25", "hybrid")]
+    dense = [c for c in every_dense if not c.unfair]
+    bm25 = next((c for c in by_quality if c.kind == "bm25" and not c.unfair), None)
+    hybrid = next((c for c in by_quality if c.kind == "hybrid" and not c.unfair), None)
     reasons: list[str] = []
     shift = False
     gap = None
@@ -467,28 +539,43 @@ def finetune_advice(
                 f"fusing BM25 with {dense[0].name} adds {100 * hybrid_gain:.1f} points ({format_p(test.p_adjusted)}): "
                 "there is lexical signal the dense model does not capture yet"
             )
+    evaluated = len(next(iter(per_query.values()), {}))
     if training is None:
         reasons.append(
-            "no training judgements beside the evaluated queries: fine-tuning would learn from pseudo-queries "
-            "made from the corpus, and must never train on the queries it is judged on"
+            f"no training judgements beside the {evaluated} evaluated queries, and those must never train the "
+            "model they judge: the command trains only on queries made from the corpus (titles, inverse cloze, "
+            "keyword queries) labelled by the teacher (--train-queries corpus), and measures before/after on the "
+            "evaluated queries (--eval); documents relevant to them may still get pseudo-queries (its leakage "
+            "report counts them)"
         )
     elif training.judgements < MIN_TRAINING_JUDGEMENTS:
         reasons.append(
             f"only {training.judgements} training judgements ({training.queries} queries, split "
-            f"'{training.split}'): few; pseudo-queries from the corpus can add more"
+            f"'{training.split}'): few; the command adds queries made from the corpus, labelled by the teacher, "
+            "and measures before/after on the held-out evaluated queries"
         )
     else:
         reasons.append(
             f"{training.judgements} training judgements for {training.queries} queries (split "
-            f"'{training.split}'), disjoint from the evaluated ones"
+            f"'{training.split}'), disjoint from the evaluated ones: the command trains on them plus queries made "
+            "from the corpus, labelled by the teacher, and measures before/after on the held-out evaluated queries"
         )
     tied = _tied_with_best(dense, per_query, metric=metric, alpha=alpha, resamples=resamples, seed=seed)
-    base = _finetune_base(chosen, dense, tied)
+    unfair = frozenset(c.source for c in candidates if c.unfair)
+    sources = {c.name: c.source for c in candidates}
+    base = _finetune_base(chosen, dense, tied, sources=sources, excluded=unfair)
     enough = training is not None and training.judgements >= MIN_TRAINING_JUDGEMENTS
     verdict: FineTuneVerdict
     if base is None:
         verdict = "not possible"
-        reasons.append("none of the candidates is a sentence-transformers model that can be fine-tuned")
+        if _finetune_base(chosen, every_dense, tied, sources=sources) is not None:
+            reasons.append(
+                "the candidates that can be fine-tuned trained on the evaluated data (†): tuning them further cannot "
+                "be measured fairly here; fine-tune the model they started from (their embedlab_training.json "
+                "names it)"
+            )
+        else:
+            reasons.append("none of the candidates is a sentence-transformers model that can be fine-tuned")
     elif enough and shift:
         verdict = "likely"
     elif enough or shift:
@@ -496,20 +583,36 @@ def finetune_advice(
     else:
         verdict = "unlikely"
     if base is not None and chosen is not None and base != chosen.source:
-        reasons.append(f"{chosen.name} cannot be fine-tuned itself; fine-tune {base} and compare again")
+        why = (
+            "trained on the evaluated data (†), so its before/after here would not be fair"
+            if chosen.unfair
+            else "cannot be fine-tuned itself"
+        )
+        reasons.append(
+            f"{chosen.name} {why}; fine-tune {base}, then weigh its after score (on queries it never trained on) "
+            f"against {chosen.name}'s"
+        )
     cheaper = next((c for c in dense if c.source == base and c.name in tied), None)
-    if cheaper is not None and cheaper is not dense[0]:
-        ratio = cheaper.cost.documents_per_second / max(dense[0].cost.documents_per_second, 1e-9)
+    ratio = cheaper.cost.documents_per_second / max(dense[0].cost.documents_per_second, 1e-9) if cheaper else 0.0
+    if cheaper is not None and cheaper is not dense[0] and ratio > 1:
         reasons.append(
             f"{cheaper.name} is tied with the best dense model ({dense[0].name}) and {ratio:.1f}× faster: "
             "the same training time buys it more steps"
         )
-    command = (
-        f"embedlab finetune --data {shlex.quote(str(data_ref))} --base {shlex.quote(base)} "
-        f"--out {shlex.quote(str(out))}"
-        if base is not None
-        else None
-    )
+    teacher = _teacher(by_quality, base) if base is not None else None
+    if teacher is not None and base is not None:
+        reasons.append(_teacher_reason(*teacher, base=base, candidates=by_quality, metric=metric))
+    train_queries = "corpus" if training is None else None
+    command = None
+    if base is not None:
+        data = shlex.quote(str(data_ref))
+        words = ["embedlab finetune", f"--data {data}", f"--base {shlex.quote(base)}"]
+        if teacher is not None:
+            words.append(f"--teacher {shlex.quote(teacher[1])}")
+        if train_queries is not None:
+            words += [f"--train-queries {train_queries}", f"--eval {data}"]
+        words.append(f"--out {shlex.quote(str(out))}")
+        command = " ".join(words)
     return FineTuneAdvice(
         verdict=verdict,
         reasons=tuple(reasons),
@@ -518,6 +621,27 @@ def finetune_advice(
         training=training,
         bm25_gap=gap,
         hybrid_gain=hybrid_gain,
+        teacher=teacher[1] if teacher is not None else None,
+        teacher_score=teacher[0].quality if teacher is not None else None,
+        train_queries=train_queries,
+    )
+
+
+def _teacher_reason(
+    teacher: Candidate, argument: str, *, base: str, candidates: Sequence[Candidate], metric: str
+) -> str:
+    """The teacher, its score, and how it stands against the base it will teach."""
+    said = f"the teacher is {argument}" + (f" ({teacher.title})" if teacher.title != argument else "")
+    said += f", {metric} {100 * teacher.quality:.1f} here"
+    student = next((c for c in candidates if c.source == base), None)
+    if student is None:
+        return said + f": its scores label the training pairs for {base}"
+    gap = teacher.quality - student.quality
+    if gap >= 0:
+        return said + f", {points(gap)} points over {base}: its scores label the training pairs"
+    return (
+        said + f", {100 * -gap:.1f} points below {base} (no other system here that can teach scores higher), so "
+        "its labels teach less than a stronger teacher would"
     )
 
 
@@ -564,6 +688,25 @@ class Recommendation:
         return "\n".join(lines)
 
 
+def _unfair_reasons(candidates: Sequence[Candidate], *, chosen: Candidate | None, metric: str) -> list[str]:
+    """One reason per candidate that trained on the evaluated data: its score is not a fair comparison."""
+    reasons = []
+    for candidate in candidates:
+        if not candidate.unfair or candidate.overlap is None:
+            continue
+        reason = (
+            f"{candidate.name} {TRAINED_MARK} {candidate.overlap.describe()}: its {metric} here is not a fair "
+            "comparison with the others"
+        )
+        if candidate is chosen:
+            reason += (
+                f"; this choice rests on it: measure {candidate.name} on queries and documents it never trained on "
+                "before deploying it"
+            )
+        reasons.append(reason)
+    return reasons
+
+
 def _ratio(value: float) -> str:
     return f"{value:.0f}×" if value >= 10 else f"{value:.1f}×"
 
@@ -599,7 +742,12 @@ def recommend(
     resamples: int = 10_000,
     seed: int = 0,
 ) -> Recommendation:
-    """Choose a model under ``constraints``; see the module docstring for how."""
+    """Choose a model under ``constraints``; see the module docstring for how.
+
+    A candidate that trained on the evaluated queries or their relevant documents (its ``overlap``, from
+    :mod:`embedlab.finetune.provenance`) gets a reason saying its score is not a fair comparison (and, when it is
+    the choice, that the choice rests on it).
+    """
     if not candidates:
         raise EmbedlabError("no candidates to recommend from")
     constraints = constraints or Constraints()
@@ -629,7 +777,7 @@ def recommend(
             f"{c.name} ({label} {100 * c.quality:.1f}) breaks "
             + "; ".join(f"{v.option}: {v.message}" for v in violations[c.name])
             for c in misses
-        )
+        ) + tuple(_unfair_reasons(by_quality, chosen=None, metric=metric))
         headline = (
             f"No candidate meets all your constraints ({constraints.describe()}). Nearest misses: "
             + ", ".join(c.name for c in misses)
@@ -723,6 +871,7 @@ def recommend(
             f"{'is' if len(dominators) == 1 else 'are'} at least as good and faster"
             + (", but ruled out by your constraints" if ruled_out else "")
         )
+    reasons += _unfair_reasons(by_quality, chosen=chosen, metric=metric)
     headline = f"Use {chosen.title}."
     advice = advise(chosen=chosen)
     return Recommendation(

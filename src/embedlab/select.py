@@ -12,6 +12,11 @@
 5. **recommendation** — constraints, Pareto frontier, the choice with its reasons, fine-tuning advice
    (:mod:`embedlab.recommend`).
 
+A candidate that is a local folder fine-tuned by embedlab carries what it trained on
+(:mod:`embedlab.finetune.provenance`); when that overlaps the evaluated queries or their relevant documents, the
+model — and the hybrid built on it — is marked ``†`` in the leaderboard and every report, and the recommendation
+says its score is not a fair comparison.
+
 It returns a :class:`Selection`; ``print(selection)`` shows the leaderboard with intervals and the
 recommendation, and :meth:`Selection.write` writes the report (``report.html``, ``report.md``,
 ``report.json``; see :mod:`embedlab.report`), ``select.json`` (every figure of this run), ``compare.json``
@@ -40,7 +45,7 @@ from embedlab.cost import DEFAULT_BUDGET_S, CostTable, ModelCost, combine_costs,
 from embedlab.data.dataset import RetrievalDataset
 from embedlab.embedding import EmbeddingCache
 from embedlab.errors import EmbedlabError
-from embedlab.evaluate.compare import Comparison, ModelResult, compare
+from embedlab.evaluate.compare import Comparison, ModelResult, compare, overlap_footnotes
 from embedlab.evaluate.metrics import evaluate_run, parse_metric
 from embedlab.evaluate.statistics import TESTS, Statistics, analyse
 from embedlab.files import format_table, write_json_atomic
@@ -146,6 +151,10 @@ class Selection:
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.comparison.results if r.name == name)
 
+    def overlap_footnotes(self) -> list[str]:
+        """One line per model marked † (it trained on the evaluated queries or their relevant documents)."""
+        return overlap_footnotes(self.comparison.ranked())
+
     def leaderboard(self) -> tuple[list[str], list[list[str]]]:
         """Headers and rows, best first: quality with its interval and test, then the main costs."""
         stats_headers, stats_rows = self.statistics.rows()
@@ -157,7 +166,7 @@ class Selection:
             marker = " *" if model.name == self.recommendation.model else ""
             rows.append(
                 [
-                    row[0] + marker,
+                    self.result(model.name).marked_name + marker,
                     *row[1:],
                     f"{100 * model.means[recall]:.2f}" if recall in model.means else "-",
                     f"{cost.documents_per_second:.1f}",
@@ -174,6 +183,7 @@ class Selection:
             f"{round(100 * self.statistics.confidence)}% bootstrap CIs, {self.statistics.method} test against "
             f"{self.statistics.best} (Holm); * = recommended",
             format_table(*self.leaderboard()),
+            *self.overlap_footnotes(),
             "",
             str(self.recommendation),
         ]
@@ -203,6 +213,7 @@ class Selection:
                     "index_seconds": r.index_seconds,
                     "search_seconds": r.search_seconds,
                     "truncated_documents": r.truncated_documents,
+                    "training_overlap": r.training_overlap.to_dict() if r.training_overlap else None,
                     "details": r.details,
                 }
                 for r in self.comparison.ranked()
@@ -271,6 +282,8 @@ def fuse_results(
         truncated_documents=dense.truncated_documents,
         details={"parts": [lexical.name, dense.name], "rrf_k": k},
         run=run,
+        # Its ranking carries the dense model's: what that one memorised, the hybrid scores with.
+        training_overlap=dense.training_overlap,
     )
 
 
@@ -304,6 +317,7 @@ def _candidates(
                 label=label,
                 parts=parts,
                 source=sources.get(result.name, result.name),
+                overlap=result.training_overlap,
             )
         )
     return out

@@ -42,6 +42,9 @@ def compare(
 ) -> None:
     """Rank candidate models on your data: nDCG, Recall, Precision, MRR and MAP at every cut-off.
 
+    A model folder fine-tuned by embedlab that trained on the evaluated queries or their relevant documents (its
+    embedlab_training.json says so) is marked † in the table, with a footnote: its score is not a fair comparison.
+
     Example:
 
         embedlab compare --data ../shared/data/scifact --models minilm-l6,mpnet-base,bm25 --out runs/scifact

@@ -69,7 +69,9 @@ def select_command(
     Runs every candidate plus BM25 and a hybrid (BM25 fused with the best dense model), tests every model
     against the best (paired, Holm-corrected), measures cost on this machine (throughput, latency, memory,
     size, index bytes), applies your constraints, recommends a model with its reasons, says whether
-    fine-tuning should pay off and writes report.html, report.md and report.json into --out.
+    fine-tuning should pay off (with the exact embedlab finetune command, its teacher, never training on the
+    queries evaluated here) and writes report.html, report.md and report.json into --out. A model trained on the
+    evaluated queries or their relevant documents is marked †.
 
     Example:
 

@@ -11,6 +11,13 @@
     ---------  -------  ----------  ------  -------  ------  -------
     minilm-l6    64.51       92.52   61.03    59.86    31.2    166.1
     bm25         ...
+
+A local model folder that ``embedlab finetune`` wrote carries a record of what it trained on
+(:mod:`embedlab.finetune.provenance`); :func:`compare` checks it against the evaluated data before any model
+runs. A model that trained on evaluated queries or on documents relevant to them is marked :data:`TRAINED_MARK`
+(``†``) in the table, with a footnote saying how much it saw: its score measures memory, not retrieval, and is
+not a fair comparison. A fine-tuned model with no overlap gets no mark; ``compare.json`` records the overlap of
+every fine-tuned model (``training_overlap``, with ``clean``), ``null`` for the others.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from embedlab.embedding import EmbeddingCache, embed
 from embedlab.evaluate.metrics import RunScores, evaluate_run
 from embedlab.evaluate.sts import sts_correlation
 from embedlab.files import format_table, markdown_table, write_json_atomic, write_text_atomic
+from embedlab.finetune.provenance import TRAINED_MARK, TrainingOverlap, read_provenance
 from embedlab.manifest import build_manifest
+from embedlab.models.catalog import find_spec
 from embedlab.models.loading import load_encoder
 from embedlab.retrieval import Run, build_retriever
 
@@ -53,9 +62,21 @@ class ModelResult:
     truncated_documents: int
     details: dict[str, Any] = field(default_factory=dict)
     run: Run = field(default_factory=dict, repr=False)
+    training_overlap: TrainingOverlap | None = None
+    """``None``: not fine-tuned by embedlab; otherwise what of the evaluated data it trained on."""
 
     def mean(self, metric: str) -> float:
         return self.scores.means[metric]
+
+    @property
+    def trained_on_evaluation(self) -> bool:
+        """True when the model trained on evaluated queries or their relevant documents (not a fair score)."""
+        return self.training_overlap is not None and not self.training_overlap.clean
+
+    @property
+    def marked_name(self) -> str:
+        """The name as tables show it: with :data:`TRAINED_MARK` when it trained on what is evaluated."""
+        return self.name + (f" {TRAINED_MARK}" if self.trained_on_evaluation else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,8 +88,18 @@ class ModelResult:
             "search_seconds": self.search_seconds,
             "documents_per_second": self.documents_per_second,
             "truncated_documents": self.truncated_documents,
+            "training_overlap": self.training_overlap.to_dict() if self.training_overlap else None,
             **self.details,
         }
+
+
+def overlap_footnotes(results: Sequence[ModelResult]) -> list[str]:
+    """One line per marked model: ``† name: trained on ... — its score is not a fair comparison``."""
+    return [
+        f"{TRAINED_MARK} {r.name}: {r.training_overlap.describe()} — its score is not a fair comparison"
+        for r in results
+        if r.trained_on_evaluation and r.training_overlap is not None
+    ]
 
 
 @dataclass
@@ -94,7 +125,7 @@ class Comparison:
         headers = ["model", *headline, "docs/s", "index s"]
         rows = [
             [
-                r.name,
+                r.marked_name,
                 *(f"{100 * r.mean(m):.2f}" for m in headline),
                 f"{r.documents_per_second:.1f}",
                 f"{r.index_seconds:.1f}",
@@ -104,10 +135,11 @@ class Comparison:
         return headers, rows
 
     def __str__(self) -> str:
-        return format_table(*self._rows())
+        return "\n".join([format_table(*self._rows()), *overlap_footnotes(self.ranked())])
 
     def to_markdown(self) -> str:
         headers, rows = self._rows()
+        footnotes = overlap_footnotes(self.ranked())
         data = self.dataset
         lines = [
             f"# embedlab compare — {data['name']}",
@@ -117,11 +149,13 @@ class Comparison:
             "",
             markdown_table(headers, rows),
             "",
+            *(f"{line}  " for line in footnotes),
+            *([""] if footnotes else []),
             "## Every metric",
             "",
             markdown_table(
                 ["model", *self.metrics],
-                [[r.name, *(f"{100 * r.mean(m):.2f}" for m in self.metrics)] for r in self.ranked()],
+                [[r.marked_name, *(f"{100 * r.mean(m):.2f}" for m in self.metrics)] for r in self.ranked()],
             ),
             "",
         ]
@@ -170,6 +204,8 @@ def compare(
     metrics = metric_names(k_values)
     depth = max(k_values)
     started = time.perf_counter()
+    # Before any model runs: a corrupt training record fails fast, not after an hour of encoding.
+    overlaps = {name: training_overlap(name, dataset) for name in models}
     results = []
     for name in models:
         retriever = build_retriever(name, cache=cache, batch_size=batch_size)
@@ -185,6 +221,7 @@ def compare(
                 truncated_documents=outcome.truncated_documents,
                 details=dict(outcome.details),
                 run=outcome.run,
+                training_overlap=overlaps[name],
             )
         )
     manifest = build_manifest(
@@ -195,6 +232,16 @@ def compare(
     )
     primary = "ndcg@10" if "ndcg@10" in metrics else metrics[0]
     return Comparison(dataset=dataset.describe(), metrics=metrics, results=results, manifest=manifest, primary=primary)
+
+
+def training_overlap(model: str, dataset: RetrievalDataset) -> TrainingOverlap | None:
+    """What of ``dataset`` the model named ``model`` trained on, when it is a local folder that ``embedlab
+    finetune`` wrote (it holds a training record); ``None`` for any other model."""
+    if find_spec(model) is not None:  # a catalog name wins over a folder of that name, as when loading
+        return None
+    path = Path(model).expanduser()
+    record = read_provenance(path) if path.is_dir() else None
+    return record.overlap(dataset) if record is not None else None
 
 
 @dataclass

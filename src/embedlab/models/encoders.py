@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from embedlab.finetune.provenance import PROVENANCE_FILE
 from embedlab.models.catalog import ModelSpec
 
 if TYPE_CHECKING:
@@ -90,7 +91,11 @@ def content_fingerprint(path: Path, *extra: object) -> str:
     digest = hashlib.sha256(repr((ENCODING_VERSION, *extra)).encode())
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        if any(part.startswith(".") for part in file.relative_to(path if path.is_dir() else path.parent).parts):
+        relative = file.relative_to(path if path.is_dir() else path.parent)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if relative.parts == (PROVENANCE_FILE,):
+            # What the model trained on does not change its vectors: recording it must not void cached ones.
             continue
         stat = file.stat()
         digest.update(str(file.name).encode())

@@ -6,7 +6,9 @@ and command), ``leaderboard`` (means with 95% intervals, tests against the best,
 wins and losses against the best, per-query score distributions), ``cost`` (every measured cost, index bytes
 per precision and Matryoshka dimension, the whole-corpus estimate, the conditions of the measurement),
 ``constraints`` (what each candidate breaks, the frontier), ``metrics`` (every metric with its interval) and
-``reproducibility`` (data hash, configuration, seeds, wall times, versions, hardware). Each section holds HTML,
+``reproducibility`` (data hash, configuration, seeds, wall times, versions, hardware). A model that trained on
+the evaluated queries or their relevant documents is marked ``†`` in the leaderboard, with a footnote saying
+what it saw (and the recommendation says its score is not a fair comparison). Each section holds HTML,
 Markdown and its figures; :func:`write_selection_report` writes them with
 :func:`~embedlab.report.document.write_report`, keeping sections other commands added before.
 
@@ -149,7 +151,7 @@ def _leaderboard_section(selection: Selection) -> Section:
         verdict = model.verdict
         rows.append(
             [
-                model.name + (" ★" if model.name == rec.model else ""),
+                selection.result(model.name).marked_name + (" ★" if model.name == rec.model else ""),
                 _pct(model.means[metric]),
                 f"{_pct(interval.low)}–{_pct(interval.high)}",
                 f"{100 * test.difference:+.2f}" if test else "-",
@@ -180,9 +182,17 @@ def _leaderboard_section(selection: Selection) -> Section:
         f"paired {stats.method} test on {metric}; p-values are Holm-corrected over the {len(stats.models) - 1} "
         f"comparisons; tied = p ≥ {stats.alpha}. ★ = recommended. Costs measured on this machine (see Cost)."
     )
-    html = h.table(headers, rows, row_classes=row_classes, cell_classes=cell_classes) + h.paragraph(note, css="note")
-    markdown = markdown_table(headers, rows) + "\n\n" + note
-    return Section("leaderboard", "Leaderboard", markdown, html, payload=stats.to_dict())
+    footnotes = selection.overlap_footnotes()
+    html = h.table(headers, rows, row_classes=row_classes, cell_classes=cell_classes)
+    html += "".join(h.paragraph(line, css="note trained-on-evaluation") for line in footnotes)
+    html += h.paragraph(note, css="note")
+    markdown = markdown_table(headers, rows) + "\n\n" + "".join(f"{line}\n\n" for line in footnotes) + note
+    payload = stats.to_dict() | {
+        "training_overlap": {
+            r.name: r.training_overlap.to_dict() for r in selection.comparison.results if r.training_overlap
+        }
+    }
+    return Section("leaderboard", "Leaderboard", markdown, html, payload=payload)
 
 
 def _plots_section(figures: dict[str, tuple[str, str]]) -> Section:
@@ -295,7 +305,7 @@ def _constraints_section(selection: Selection) -> Section:
 def _metrics_section(selection: Selection) -> Section:
     stats = selection.statistics
     metrics = selection.comparison.metrics
-    headers = ["metric", *stats.names()]
+    headers = ["metric", *(selection.result(name).marked_name for name in stats.names())]
     rows = [
         [
             metric,
