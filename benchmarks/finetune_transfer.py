@@ -267,6 +267,8 @@ def run_arm(
         "difference": result.extra.get("test_difference"),
         "candidate_after": candidate["means"] if candidate else None,
         "dev_decision": result.extra.get("dev_decision"),
+        "dev_base": result.training.get("dev_base_ndcg@10"),
+        "dev_best_checkpoint": result.training.get("dev_best_ndcg@10"),
         "sts": result.guard.after if result.guard else None,
         "sts_before": result.guard.before if result.guard else None,
         "train_seconds": result.training.get("train_seconds"),
@@ -309,6 +311,9 @@ def tables(results: dict[str, dict[str, Any]], notes: dict[str, str]) -> str:
                     _fmt(delta, True),
                     f"{_fmt(interval.get('low'), True)} … {_fmt(interval.get('high'), True)}" if interval else "-",
                     _fmt(candidate["ndcg@10"]) if candidate else "-",
+                    f"{_fmt(row.get('dev_base'))} → {_fmt(row.get('dev_best_checkpoint'))}"
+                    if row.get("dev_base")
+                    else "-",
                     _fmt(row["after"].get("recall@100")),
                     _fmt(row.get("sts")),
                     f"{(row.get('wall_seconds') or 0) / 60:.1f}",
@@ -319,7 +324,7 @@ def tables(results: dict[str, dict[str, Any]], notes: dict[str, str]) -> str:
             if arm not in worst or low < worst[arm][0]:
                 worst[arm] = (low, f"{name}: Δ {100 * delta:+.2f}, CI low {100 * low:+.2f}")
         title = f"## {domain} — {setting} ({notes.get(domain, '')})"
-        headers = ["arm", "before", "after", "Δ", "95% CI of Δ", "rejected candidate", "R@100", "STSb", "min"]
+        headers = ["arm", "before", "after", "Δ", "95% CI of Δ", "rejected", "dev base → best", "R@100", "STSb", "min"]
         lines += [title, "", format_table(headers, table), ""]
     lines += ["## Summary: each arm's worst domain and setting (by the low end of the 95% CI of Δ nDCG@10)", ""]
     lines.append(format_table(["arm", "worst case"], [[arm, text] for arm, (_, text) in sorted(worst.items())]))

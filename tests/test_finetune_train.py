@@ -115,6 +115,16 @@ def test_cli_finetune_end_to_end(small_beir: Path, tmp_path: Path, shared_data: 
     elif decision is not None:
         assert any(changed)
     assert any("in-distribution" in n for n in result.stdout.splitlines())
+    # The saved model records what it trained on when it is not the base unchanged.
+    from embedlab.data.loaders import load_beir
+    from embedlab.finetune.provenance import read_provenance
+
+    record = read_provenance(model_dir)
+    if any(changed):
+        assert record is not None and record.overlap(load_beir(small_beir, "test")).queries == 0
+        assert record.overlap(load_beir(small_beir, "train")).queries > 0
+    else:
+        assert record is None
     encoder = load_encoder(model_dir)
     assert encoder.encode(["a claim"], role="query").shape == (1, 384)
 
@@ -149,6 +159,19 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     assert payload["eval"]["data"]["queries"] == 8 and payload["data"]["in_distribution"] is False
     assert "on the --eval set" in result.stdout and "headline" in result.stdout
     assert payload["dev_decision"] is None or "significant" in payload["dev_decision"]
+    # --eval is the only judged data: corpus queries are held out as dev, so the base is still kept unless the
+    # dev gain is significant
+    out2 = tmp_path / "ft2"
+    args2 = ["finetune", "--data", str(held), "--out", str(out2), "--teacher", "bm25", "--train-queries", "corpus",
+             "--pseudo-queries", "keywords", "--eval", str(held), "--epochs", "1", "--batch-size", "8",
+             "--max-seq-length", "64", "--precision", "fp32", "--time-budget", "0"]  # fmt: skip
+    result2 = CliRunner().invoke(app, args2)
+    assert result2.exit_code == 0, result2.output
+    second = json.loads((out2 / "finetune.json").read_text())
+    assert "corpus queries held out as dev" in second["dev_from_corpus_queries"]
+    assert second["data"]["dev"]["queries"] > 0
+    assert second["dev_decision"] is not None or second["training"]["kept_base"]
+
     # the labels are cached by content: a second labelling reads them back
     from embedlab.data.loaders import load_beir
     from embedlab.embedding import EmbeddingCache

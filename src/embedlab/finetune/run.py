@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,15 @@ from embedlab.finetune.pairs import (
     pairs_from_scored,
     pseudo_pairs,
 )
-from embedlab.finetune.splits import LeakageReport, Splits, holdout_split, make_splits, near_duplicate_key
+from embedlab.finetune.provenance import TrainingProvenance, describe_data
+from embedlab.finetune.splits import (
+    LeakageReport,
+    Splits,
+    dev_size,
+    holdout_split,
+    make_splits,
+    near_duplicate_key,
+)
 from embedlab.finetune.teacher import (
     LabelledTriples,
     Teacher,
@@ -671,6 +680,35 @@ def _corpus_queries(
     )
 
 
+def _corpus_dev(
+    splits: Splits, given: Sequence[TrainPair], config: FinetuneConfig, *, eval_set: RetrievalDataset | None
+) -> tuple[Splits, list[TrainPair], str]:
+    """A dev split of held-out corpus queries (their documents then never train), for runs with no judged dev."""
+    pairs = list(given) or pseudo_pairs(
+        splits.train.corpus, config.pseudo_queries, per_kind=config.pseudo_max, seed=config.seed
+    )
+    held = {near_duplicate_key(q.text) for q in (*splits.test.queries, *(eval_set.queries if eval_set else ()))}
+    candidates = [p for p in pairs if near_duplicate_key(p.example.query) not in held]
+    random.Random(config.seed).shuffle(candidates)
+    size = dev_size(len(candidates), fraction=config.dev_fraction, low=config.dev_min, high=config.dev_max)
+    chosen = candidates[:size]
+    dev = RetrievalDataset(
+        name=splits.train.name,
+        corpus=splits.train.corpus,
+        queries=tuple(Query(f"dev-{i}", p.example.query) for i, p in enumerate(chosen)),
+        qrels={f"dev-{i}": {p.positive_id: 1} for i, p in enumerate(chosen)},
+        source=splits.train.source,
+        split="dev",
+    )
+    chosen_ids = {id(p) for p in chosen}
+    rest = [p for p in pairs if id(p) not in chosen_ids]
+    note = (
+        f"no judged query is left for a dev split: {len(chosen)} corpus queries held out as dev (in-distribution: "
+        "queries of the kind trained on; give judged training queries for a dev split like the user's)"
+    )
+    return replace(splits, dev=dev), rest, note
+
+
 @dataclass(frozen=True)
 class DevDecision:
     """Whether the fine-tuned model beat the base on the dev queries by more than chance."""
@@ -766,6 +804,33 @@ def _difference(before: RunScores, after: RunScores, metric: str, seed: int) -> 
         {"before": before.per_query[metric], "after": after.per_query[metric]}, "before", metric=metric, seed=seed
     )["after"]
     return test.to_dict()
+
+
+def _provenance(
+    config: FinetuneConfig,
+    loaded: _Loaded,
+    eval_set: RetrievalDataset | None,
+    data: str | os.PathLike[str],
+    splits: Splits,
+    pairs: Sequence[TrainPair],
+    triples: LabelledTriples | None,
+) -> TrainingProvenance:
+    """What the saved model trained on, so ``compare`` and ``select`` can mark it where it is evaluated on that."""
+    del eval_set  # never trained on: not part of the record
+    by_text = {d.full_text: d.id for d in splits.train.corpus}
+    queries = [p.example.query for p in pairs] + [q.text for q in splits.dev.queries]
+    documents = [(p.positive_id or by_text.get(p.example.positive, ""), p.example.positive) for p in pairs]
+    documents += [(by_text.get(n, ""), n) for p in pairs for n in p.example.negatives]
+    if triples is not None:
+        queries += [ex.query for ex in triples.examples]
+        for ex in triples.examples:
+            documents += [(by_text.get(t, ""), t) for t in (ex.positive, *ex.negatives)]
+    return TrainingProvenance.from_training(
+        base=config.base,
+        data=[describe_data(loaded.train, source=str(data))],
+        queries=queries,
+        documents=documents,
+    )
 
 
 def finetune(
@@ -898,6 +963,12 @@ def finetune(
     if mode in ("corpus", "both"):
         assert config.teacher is not None
         given = [p for p in loaded.pseudo if p.query_id in {q.id for q in splits.train.queries}]
+        if not splits.dev.queries:
+            # No judged query is left to choose with (e.g. --eval is the only judged data): hold out corpus
+            # queries as dev, so the fine-tuned model still has to beat the base significantly to be kept.
+            splits, given, note = _corpus_dev(splits, given, config, eval_set=eval_set)
+            echo(note)
+            extra["dev_from_corpus_queries"] = note
         corpus_queries = _corpus_queries(splits.train.corpus, config, splits=splits, given=given, eval_set=eval_set)
         made = ", ".join(f"{n} {kind}" for kind, n in corpus_queries.made.items())
         echo(f"{len(corpus_queries.pairs)} corpus queries kept ({made} made); {corpus_queries.note()}")
@@ -1124,5 +1195,7 @@ def finetune(
         wall_seconds=wall,
         extra=extra,
     )
+    if not training.get("kept_base") and (decision is None or decision.significant):  # else the base, unchanged
+        _provenance(config, loaded, eval_set, data, splits, pairs, triples).write(model_dir)
     result.write(out)
     return result

@@ -414,11 +414,16 @@ def teacher_from_report(out: str | os.PathLike[str]) -> str | None:
     try:
         sections = json.loads(report.read_text()).get("sections", [])
         board = next(s["payload"] for s in sections if s.get("name") == "leaderboard")
-        best = str(board["best"])
-        ranked = [str(m["name"]) for m in board.get("models", [])]
+        ranked = [str(m["name"]) for m in board.get("models", [])] or [str(board["best"])]
+        overlap = board.get("training_overlap") or {}
     except (OSError, ValueError, KeyError, StopIteration, TypeError):
         return None
+    # A system that trained on the evaluated data scored unfairly there: never the teacher.
+    fair = [name for name in ranked if (overlap.get(name) or {}).get("clean", True)]
+    if not fair:
+        return None
+    best = fair[0]
     if best == "hybrid":
-        dense = [name for name in ranked if name not in ("bm25", "hybrid")]
+        dense = [name for name in fair if name not in ("bm25", "hybrid")]
         return f"hybrid:{dense[0]}" if dense else "hybrid"
     return best
