@@ -98,6 +98,13 @@ class IndexSearcher:
             vectors = self.encoder.encode(list(texts), role=role, batch_size=max(1, min(len(texts), 32)))
         return self.config.prepare(vectors)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the model's tokenizer makes of each text (special tokens included, before truncation)."""
+        if self.encoder is None:
+            raise EmbedlabError(f"{self.folder}: a bm25 index has no embedding model")
+        with self._encode_lock:
+            return [int(n) for n in self.encoder.token_counts(list(texts))]
+
     def search(
         self,
         texts: Sequence[str],
