@@ -271,21 +271,9 @@ def test_metadata_payloads_keep_scalars_only(hashing_encoder, tmp_path) -> None:
 # --- the command ---------------------------------------------------------------------------------------------
 
 
-def write_beir(folder: Path, dataset: RetrievalDataset) -> Path:
-    folder.mkdir(parents=True)
-    with (folder / "corpus.jsonl").open("w") as out:
-        for doc in dataset.corpus:
-            out.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
-    with (folder / "queries.jsonl").open("w") as out:
-        for query in dataset.queries:
-            out.write(json.dumps({"_id": query.id, "text": query.text}) + "\n")
-    (folder / "qrels").mkdir()
-    rows = [f"{q}\t{d}\t{g}" for q, docs in dataset.qrels.items() for d, g in docs.items()]
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return folder
-
-
-def test_index_command_builds_and_reruns_without_duplicates(scifact_small, embedlab_cache, tmp_path) -> None:
+def test_index_command_builds_and_reruns_without_duplicates(
+    scifact_small, embedlab_cache, tmp_path, write_beir
+) -> None:
     data = write_beir(tmp_path / "data", scifact_small)
     args = ["index", "--model", "minilm-l6", "--data", str(data), "--out", str(tmp_path / "idx"), "--index", "ivf"]
     args += ["--quantize", "int8", "--dim", "256", "--cache", str(embedlab_cache)]
