@@ -84,14 +84,17 @@ def analyser_variants(data: Path, out: Path) -> dict[str, Any]:
     reference = compare(dataset, ["bm25"], k_values=(1, 3, 10, 100)).results[0].run
     texts = [q.text for q in dataset.queries]
     shipped = milvus_store.analyzer_params
-    bm25s_only = [w for w in milvus_store.bm25s_stop_words() if len(w) > 1]
+    from bm25s.stopwords import STOPWORDS_EN
+
+    def stop(words: Sequence[str]) -> dict[str, Any]:
+        return {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": list(words)}]}
+
+    ascii_singles = "abcdefghijklmnopqrstuvwxyz0123456789"
     variants = {
         "standard (no stop words)": lambda: {"tokenizer": "standard", "filter": ["lowercase"]},
-        "standard + bm25s stop words": lambda: {
-            "tokenizer": "standard",
-            "filter": ["lowercase", {"type": "stop", "stop_words": bm25s_only}],
-        },
-        "standard + bm25s stop words + single characters (shipped)": shipped,
+        "standard + bm25s stop words": lambda: stop(STOPWORDS_EN),
+        "standard + bm25s stop words + single ASCII letters and digits": lambda: stop([*STOPWORDS_EN, *ascii_singles]),
+        "standard + bm25s stop words + every single Latin/Greek/Cyrillic character (shipped)": shipped,
     }
     figures: dict[str, Any] = {}
     for name, params in variants.items():

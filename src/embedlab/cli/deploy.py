@@ -129,7 +129,14 @@ def index(
     dataset = load_retrieval_data(data, split)
     cache = open_cache(cache_dir)
     if sweep:
+        from embedlab.index.build import parse_system
         from embedlab.index.sweep import sweep as run_sweep
+
+        if parse_system(model)[0] != "dense":
+            raise EmbedlabError(
+                f"--sweep measures a dense model's vector index; give the model itself (e.g. --model minilm-l6), "
+                f"not '{model}'"
+            )
 
         typer.echo(
             f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True

@@ -354,7 +354,9 @@ class FaissStore:
         content_hashes: Sequence[str],
         texts: Sequence[str] | None = None,
     ) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not vectors.size:  # a bm25 index's rows have no vector
+            vectors = vectors.reshape(len(ids), self.dim)
         if not len(ids) == len(vectors) == len(payloads) == len(content_hashes):
             raise EmbedlabError("upsert needs as many vectors, payloads and content hashes as ids")
         if self.lexical and (texts is None or len(texts) != len(ids)):

@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -61,17 +62,26 @@ REMOTE = ("http://", "https://", "tcp://", "unix:")
 TEXT_MAX_BYTES = 65_535  # Milvus' largest VARCHAR
 
 
-def bm25s_stop_words() -> list[str]:
-    """bm25s' English stop words, plus every single ASCII letter and digit: bm25s keeps only words of two or more
-    characters (``\\w\\w+``), and a stop-word filter is the way Milvus' analysers can drop the shorter ones."""
+# Where single-character words come from in practice: Latin (with its extensions), IPA, Greek, Cyrillic,
+# superscripts and subscripts, number forms (α, β, γ and μ are common in scientific text).
+SINGLE_CHARACTER_BLOCKS = ((0x0000, 0x0530), (0x1E00, 0x2000), (0x2070, 0x2190))
+
+
+@functools.cache
+def bm25s_stop_words() -> tuple[str, ...]:
+    """bm25s' English stop words, plus every single-character word of :data:`SINGLE_CHARACTER_BLOCKS`: bm25s keeps
+    only words of two or more characters (``\\w\\w+``), and a stop-word filter is the way Milvus' analysers can
+    drop the shorter ones (Milvus' ``length`` filter has a maximum only)."""
     from bm25s.stopwords import STOPWORDS_EN
 
-    return sorted({*STOPWORDS_EN, *"abcdefghijklmnopqrstuvwxyz0123456789"})
+    single = (chr(c) for start, end in SINGLE_CHARACTER_BLOCKS for c in range(start, end))
+    return tuple(sorted({*STOPWORDS_EN, *(c for c in single if re.fullmatch(r"\w", c) and c.lower() == c)}))
 
 
 def analyzer_params() -> dict[str, Any]:
     """The analyser of the ``text`` field: the standard tokenizer, lower-cased, bm25s' stop words."""
-    return {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": bm25s_stop_words()}]}
+    stop = {"type": "stop", "stop_words": list(bm25s_stop_words())}
+    return {"tokenizer": "standard", "filter": ["lowercase", stop]}
 
 
 @dataclass(frozen=True)
@@ -288,7 +298,9 @@ class MilvusStore:
         content_hashes: Sequence[str],
         texts: Sequence[str] | None = None,
     ) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not vectors.size:  # a bm25 index's rows have no vector
+            vectors = vectors.reshape(len(ids), self.dim)
         if not len(ids) == len(vectors) == len(payloads) == len(content_hashes):
             raise EmbedlabError("upsert needs as many vectors, payloads and content hashes as ids")
         if self.lexical:
