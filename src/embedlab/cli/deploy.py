@@ -26,8 +26,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _quiet_milvus() -> None:
-    # pymilvus logs every failed call with a traceback; embedlab reports the failure itself, in one line.
+    # pymilvus logs every failed call with a traceback; embedlab reports the failure itself, in one line. Milvus
+    # Lite's in-process gRPC server logs a traceback for AllocTimestamp, which pymilvus 3 calls and Lite lacks.
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 
 def _dims(value: str | None) -> int | None:
@@ -166,6 +168,15 @@ def index(
             show_progress=True,
         )
     typer.echo(str(manifest))
+    resumed = manifest.counts.get("unchanged", 0) and manifest.counts.get("added", 0) + manifest.counts.get(
+        "updated", 0
+    )
+    if manifest.lexical and store == "milvus" and uri is None and resumed:
+        typer.echo(
+            "note: Milvus Lite keeps BM25 statistics per segment and this run added one, so BM25 scores now differ "
+            "from `compare`'s; for identical ones, rebuild into an empty --out in one run",
+            err=True,
+        )
     typer.echo(f"wrote {out / 'index.json'}; serve it with: embedlab serve --index {out}", err=True)
 
 
