@@ -1,24 +1,29 @@
 """Load test of `embedlab serve` on loopback: latency percentiles, queries per second and the server's memory.
 
 Either point it at a running server on this machine (``--url http://127.0.0.1:8000``; other hosts are refused) or
-give it an index folder (``--index DIR``): it then starts ``embedlab serve`` on a free 127.0.0.1 port in a child
-process with a random API key, waits for ``/health``, runs the load and stops the child. Requests carry the data
-set's query texts (``--data``, a BEIR folder; otherwise a few built-in queries), cycled, to each of
-``--endpoints``: ``search`` (POST /search, whatever the index serves: dense, bm25 or hybrid) and ``embeddings``
-(POST /v1/embeddings, the OpenAI API, one text per request, the model named by GET /v1/models), at each of
-``--concurrency`` (e.g. ``1,4,16``) requests in flight. Each run is bounded: at most ``--requests`` requests
-(≤ 10,000) and ``--max-seconds`` seconds (≤ 600). Latency is measured per request by the client, so it includes
-the HTTP round trip and the query's encoding; QPS is completed requests over the run's wall time. With
-``--index`` (or ``--pid``) the server's resident memory is sampled every 0.2 s: at the start of each run, its end
-and its peak; the last line says how much it grew from the end of the first run to the end of the last.
+give it index folders (``--index DIR [DIR ...]``): it then starts ``embedlab serve`` for each on a free 127.0.0.1
+port in a child process with a random API key, waits for ``/health``, runs the load and stops the children.
+Requests carry the data set's query texts (``--data``, a BEIR folder; otherwise a few built-in queries), cycled, to
+each of ``--endpoints``: ``search`` (POST /search, whatever the index serves: dense, bm25 or hybrid) and
+``embeddings`` (POST /v1/embeddings, the OpenAI API, one text per request, the model named by GET /v1/models), at
+each of ``--concurrency`` (e.g. ``1,4,16``) requests in flight; several servers take turns at each step, so a
+machine that gets busier slows them alike. ``--passes`` repeats the whole plan. Each run is bounded: at most
+``--requests`` requests (≤ 10,000) and ``--max-seconds`` seconds (≤ 600). Latency is measured per request by the
+client, so it includes the HTTP round trip and the query's encoding; QPS is completed requests over the run's
+wall time. With ``--index`` (or ``--pid``) each server's resident memory is sampled every 0.2 s: at the start of
+each run, its end and its peak; the last lines say how much it grew from the end of the first pass to the end of
+the last.
 
-    python benchmarks/serve_load.py --index indexes/scifact-hybrid --data ../shared/data/scifact \\
-        --endpoints search,embeddings --concurrency 1,4,16 --requests 300
+    python benchmarks/serve_load.py --index indexes/scifact indexes/scifact-hybrid --data ../shared/data/scifact \\
+        --endpoints search,embeddings --concurrency 1,4,16 --requests 200 --passes 2
 
-prints one row per endpoint and concurrency::
+prints one row per pass, endpoint, concurrency and server, e.g. (SciFact on 2 busy shared cores, see the README)::
 
-    endpoint  requests  errors  concurrency  p50 ms  p95 ms  p99 ms  mean ms   QPS  RSS start MB  end MB  max MB
-    search         300       0            1    25.2    31.0    35.9     25.5  39.1         512.3   513.0   513.4
+    server     endpoint  requests  errors  concurrency  p50 ms  p95 ms  p99 ms  mean ms   QPS  RSS start MB  end MB
+    dense #1   search         200       0            4   129.8   213.2   230.8    129.8  30.2         717.7   725.9
+    hybrid #1  search         200       0            4   141.8   211.1   223.9    144.3  27.3         814.0   826.0
+
+(and a ``max MB`` column).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -92,11 +97,18 @@ HEADERS = ["endpoint", "requests", "errors", "concurrency", "p50 ms", "p95 ms", 
 HEADERS += ["RSS start MB", "end MB", "max MB"]
 
 
-def table(results: Sequence[LoadResult]) -> str:
-    rows = [HEADERS, *(r.cells() for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+def table(results: Sequence[LoadResult], names: Sequence[str] | None = None) -> str:
+    headers = ["server", *HEADERS] if names else HEADERS
+    rows = [
+        headers,
+        *([n, *r.cells()] if names else r.cells() for n, r in zip(names or [""] * len(results), results, strict=True)),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     return "\n".join(
-        "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
+        "  ".join(
+            x.ljust(w) if i < len(headers) - len(HEADERS) + 1 else x.rjust(w)
+            for i, (x, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     )
 
@@ -296,25 +308,54 @@ def served_model(url: str, api_key: str) -> str:
     return str(response.json()["data"][0]["id"])
 
 
+@dataclass(frozen=True)
+class Server:
+    """A server under test: its name in the table, URL, key and (for memory) process id."""
+
+    name: str
+    url: str
+    api_key: str
+    pid: int | None
+
+
 def run_all(
-    url: str, queries: Sequence[str], *, endpoints: Sequence[str], concurrencies: Sequence[int], **settings: object
-) -> list[LoadResult]:
-    """:func:`run_load` for every endpoint at every concurrency, in that order."""
-    return [
-        run_load(url, queries, endpoint=endpoint, concurrency=c, **settings)  # type: ignore[arg-type]
-        for endpoint in endpoints
-        for c in concurrencies
-    ]
+    servers: Sequence[Server],
+    queries: Sequence[str],
+    *,
+    endpoints: Sequence[str],
+    concurrencies: Sequence[int],
+    passes: int = 1,
+    **settings: object,
+) -> list[tuple[str, int, LoadResult]]:
+    """:func:`run_load` for every pass, endpoint and concurrency, the servers taking turns at each (so a machine
+    that gets busier halfway slows them alike); rows are ``(server name, pass, result)``."""
+    rows = []
+    for number in range(1, passes + 1):
+        for endpoint in endpoints:
+            for concurrency in concurrencies:
+                for server in servers:
+                    result = run_load(
+                        server.url, queries, endpoint=endpoint, concurrency=concurrency, api_key=server.api_key,
+                        pid=server.pid, **settings,  # type: ignore[arg-type]
+                    )  # fmt: skip
+                    rows.append((server.name, number, result))
+    return rows
 
 
-def memory_growth(results: Sequence[LoadResult]) -> str | None:
-    """How the server's memory moved from the end of the first run to the end of the last."""
-    ends = [r.rss_end_mb for r in results if r.rss_end_mb is not None]
-    if len(ends) < 2:
+def memory_growth(rows: Sequence[tuple[str, int, LoadResult]], server: str) -> str | None:
+    """How a server's memory moved from the end of its first pass to the end of its last."""
+    passes = sorted({number for name, number, _ in rows if name == server})
+    ends = {
+        number: [r.rss_end_mb for name, n, r in rows if name == server and n == number and r.rss_end_mb is not None]
+        for number in passes
+    }
+    if len(passes) < 2 or not ends[passes[0]] or not ends[passes[-1]]:
         return None
+    first, last = ends[passes[0]][-1], ends[passes[-1]][-1]
+    peak = max(r.rss_max_mb or 0 for name, _, r in rows if name == server)
     return (
-        f"server RSS from the end of the first run to the end of the last: {ends[0]:.1f} -> {ends[-1]:.1f} MB "
-        f"({ends[-1] - ends[0]:+.1f} MB); peak {max(r.rss_max_mb or 0 for r in results):.1f} MB"
+        f"{server}: RSS at the end of pass {passes[0]} {first:.1f} MB, of pass {passes[-1]} {last:.1f} MB "
+        f"({last - first:+.1f} MB); peak {peak:.1f} MB"
     )
 
 
@@ -329,7 +370,12 @@ def load_queries(data: str | None, split: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--index", type=Path, help="index folder: start `embedlab serve` for it on 127.0.0.1")
+    target.add_argument(
+        "--index",
+        type=Path,
+        nargs="+",
+        help="index folders: start `embedlab serve` for each on 127.0.0.1 (taking turns)",
+    )
     target.add_argument("--url", help="a running server on this machine, e.g. http://127.0.0.1:8000")
     parser.add_argument("--api-key-env", default="EMBEDLAB_API_KEY", help="with --url: variable holding the key")
     parser.add_argument("--data", help="BEIR folder whose queries are sent (default: a few built-in queries)")
@@ -341,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--endpoints", default="search", help="search, embeddings or both (search,embeddings)")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, to sample its memory")
     parser.add_argument("--max-seconds", type=float, default=60.0, help=f"stop after this long (≤ {MAX_SECONDS:.0f})")
+    parser.add_argument("--passes", type=int, default=1, help="run the whole plan this many times (memory over time)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -352,20 +399,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
     except ValueError:
         raise SystemExit(f"error: --concurrency takes whole numbers, e.g. 1,4,16 (got {args.concurrency!r})") from None
-    settings = {"requests": args.requests, "max_seconds": args.max_seconds, "k": args.k}
-    plan = {"endpoints": endpoints, "concurrencies": concurrencies}
-    if args.url:
-        key = os.environ.get(args.api_key_env, "")
-        results = run_all(args.url, queries, api_key=key, pid=args.pid, **plan, **settings)  # type: ignore[arg-type]
-    else:
-        with serve_child(args.index) as (url, key, pid):
-            results = run_all(url, queries, api_key=key, pid=pid, **plan, **settings)  # type: ignore[arg-type]
-    print(table(results))
-    growth = memory_growth(results)
-    if growth:
-        print(growth)
+    plan = {"endpoints": endpoints, "concurrencies": concurrencies, "passes": max(1, args.passes)}
+    plan |= {"requests": args.requests, "max_seconds": args.max_seconds, "k": args.k}
+    with ExitStack() as stack:
+        if args.url:
+            servers = [Server(args.url, args.url, os.environ.get(args.api_key_env, ""), args.pid)]
+        else:
+            servers = []
+            for index in args.index:
+                url, key, pid = stack.enter_context(serve_child(index))
+                servers.append(Server(index.name, url, key, pid))
+        rows = run_all(servers, queries, **plan)  # type: ignore[arg-type]
+    print(table([r for _, _, r in rows], names=[f"{name} #{number}" for name, number, _ in rows]))
+    for server in servers:
+        growth = memory_growth(rows, server.name)
+        if growth:
+            print(growth)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        figures = [{"server": name, "pass": number, **asdict(r)} for name, number, r in rows]
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
