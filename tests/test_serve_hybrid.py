@@ -92,6 +92,9 @@ def test_bm25_index_from_the_cli_matches_compare_and_serves_no_embeddings(
     searcher = IndexSearcher.open(out)
     assert searcher.encoder is None
     assert agreement(searcher, scifact_small, reference_runs["bm25"]) == 1.0
+    query = scifact_small.queries[0].text
+    assert [len(hits) for hits in searcher.search([query], k=5, where={"source": "data"})] == [5]
+    assert searcher.search([query], k=5, where={"source": "nowhere"}) == [[]]
     searcher.close()
     with live_server(create_app(out)) as url:
         body = httpx.post(f"{url}/search", json={"query": scifact_small.queries[0].text, "k": 3}).json()
