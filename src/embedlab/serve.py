@@ -5,31 +5,31 @@ it was built with) and returns a FastAPI application. ``/search`` answers with w
 model, ``bm25`` or the ``hybrid`` (hits ranked as ``embedlab compare``/``select`` rank that system); a ``bm25``
 index has no model, so it serves no embeddings.
 
-=====================  ========================================================================================
-``POST /search``       ``{"query": "...", "k": 10, "filter": {"source": "a.pdf"}}`` → ``{"hits": [{"id",
-                       "score", "payload"}, ...], "k", "model", "took_ms"}``; hits best first; ``filter`` is
-                       equality on payload fields (optional).
-``POST /embed``        ``{"texts": ["...", ...], "role": "query"}`` → ``{"vectors": [[...]], "dim", "model"}``,
-                       the vectors as the index holds them (truncated to its dimension, unit length).
-``POST /v1/embeddings`` the OpenAI embeddings API, so OpenAI clients, LangChain's ``OpenAIEmbeddings`` and
-                       LlamaIndex's ``OpenAIEmbedding`` use the served model: ``{"input": "..." or [...],
-                       "model", "encoding_format": "float"|"base64"}`` → ``{"object": "list", "data":
-                       [{"object": "embedding", "index", "embedding"}], "model", "usage": {"prompt_tokens",
-                       "total_tokens"}}``; the vectors are ``/embed``'s (query role unless ``input_type``
-                       says ``document``), base64 is little-endian float32 as OpenAI sends it.
-``GET /v1/models``     the served model in OpenAI's list shape (``model`` must name it: its catalog name, the
-                       folder or hub id it loads from).
-``GET /health``        ``{"status": "ok", "documents", "model", "store", "index"}``; never needs the key.
-``GET /docs``          the OpenAPI documentation (``/openapi.json`` is the spec).
-=====================  ========================================================================================
+=======================  ========================================================================================
+``POST /search``         ``{"query": "...", "k": 10, "filter": {"source": "a.pdf"}}`` → ``{"hits": [{"id",
+                         "score", "payload"}, ...], "k", "model", "took_ms"}``; hits best first; ``filter`` is
+                         equality on payload fields (optional).
+``POST /embed``          ``{"texts": ["...", ...], "role": "query"}`` → ``{"vectors": [[...]], "dim", "model"}``,
+                         the vectors as the index holds them (truncated to its dimension, unit length).
+``POST /v1/embeddings``  the OpenAI embeddings API, so OpenAI's clients and LangChain's ``OpenAIEmbeddings``
+                         (``check_embedding_ctx_length=False``) use the served model: ``{"input": "..." or [...],
+                         "model", "encoding_format": "float"|"base64"}`` → ``{"object": "list", "data":
+                         [{"object": "embedding", "index", "embedding"}], "model", "usage": {"prompt_tokens",
+                         "total_tokens"}}``; the vectors are ``/embed``'s (query role unless ``input_type``
+                         says ``document``), base64 is little-endian float32 as OpenAI sends it.
+``GET /v1/models``       the served model in OpenAI's list shape (``model`` must name it: its catalog name, the
+                         folder or hub id it loads from).
+``GET /health``          ``{"status": "ok", "documents", "model", "store", "index"}``; never needs the key.
+``GET /docs``            the OpenAPI documentation (``/openapi.json`` is the spec).
+=======================  ========================================================================================
 
 Guards: with ``api_key`` set, every route but ``/health`` and the docs needs the key, in ``X-API-Key`` or as
 ``Authorization: Bearer <key>`` (what OpenAI clients send): missing: 401, wrong: 403; compared in constant time.
 Errors under ``/v1/`` come in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}`` (invalid
 requests 400, as OpenAI answers them), so its clients raise their usual exceptions. ``k`` is 1…``max_k``, texts
 1…``max_query_chars`` characters, ``/embed`` and ``/v1/embeddings`` take at most ``max_texts`` texts, filters at
-most 16 fields (422 otherwise, naming the field); a body over
-``max_body_bytes`` is refused with 413 before it is parsed. Every other error is JSON ``{"detail": ...}``; an
+most 16 fields (422 otherwise, naming the field); a body over ``max_body_bytes`` is refused with 413 before it is
+parsed. Every other error is JSON ``{"detail": ...}``; an
 unexpected one is logged server-side and answered ``500 {"detail": "internal server error"}`` with nothing of
 its internals.
 

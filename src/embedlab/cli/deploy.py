@@ -194,8 +194,8 @@ def serve(
     """Serve an index over HTTP: POST /search, POST /embed, the OpenAI embeddings API (POST /v1/embeddings,
     GET /v1/models), GET /health, OpenAPI docs at /docs.
 
-    /search answers with what was indexed (a dense model, bm25 or the hybrid). OpenAI clients, LangChain's
-    OpenAIEmbeddings and LlamaIndex's OpenAIEmbedding use the served model with base_url http://HOST:PORT/v1 and
+    /search answers with what was indexed (a dense model, bm25 or the hybrid). OpenAI clients and LangChain's
+    OpenAIEmbeddings (check_embedding_ctx_length=False) use the served model with base_url http://HOST:PORT/v1 and
     model set to its name. The API key is read from the environment (never from the command line, where other
     users could see it); clients send it in the X-API-Key header or as Authorization: Bearer KEY.
 

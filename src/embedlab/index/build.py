@@ -305,7 +305,7 @@ def build_index(
     position = {d.id: i for i, d in enumerate(dataset.corpus)}
     counts = {"documents": len(dataset.corpus), "added": 0, "updated": 0, "unchanged": 0}
     seconds = {"encode": 0.0, "upsert": 0.0}
-    dim = resolved.dim or 0 if encoder is not None else 0
+    dim = (resolved.dim or 0) if encoder is not None else 0
     vector_store = open_store(
         store, index_dir=out, uri=uri, collection=collection, config=resolved, dim=dim, create=True, lexical=lexical
     )
