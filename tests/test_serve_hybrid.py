@@ -108,14 +108,14 @@ def test_bm25_index_from_the_cli_matches_compare_and_serves_no_embeddings(
 def test_milvus_bm25_and_hybrid_agree_with_compare(
     scifact_small, minilm_encoder, vector_cache, reference_runs, tmp_path: Path
 ) -> None:
-    """Milvus analyses text itself (standard tokenizer, bm25s' stop words plus single characters): close to
-    bm25s, not always identical (benchmarks/hybrid_agreement.py measures it on all of SciFact)."""
+    """Milvus analyses text itself: the standard tokenizer with bm25s' stop words plus every single-character word
+    gives bm25s' tokens (benchmarks/hybrid_agreement.py measures it on all of SciFact: 300/300)."""
     for retrieval in ("bm25", "hybrid"):
         out = tmp_path / retrieval
         model = "bm25" if retrieval == "bm25" else minilm_encoder
         build_index(scifact_small, model, retrieval=retrieval, out=out, store="milvus", cache=vector_cache)
         searcher = IndexSearcher.open(out, encoder=minilm_encoder)
-        assert agreement(searcher, scifact_small, reference_runs[retrieval]) >= 0.9
+        assert agreement(searcher, scifact_small, reference_runs[retrieval]) >= 0.99
         filtered = searcher.search([scifact_small.queries[0].text], k=5, where={"source": "scifact-small"})[0]
         assert len(filtered) == 5
         assert searcher.search([scifact_small.queries[0].text], k=5, where={"source": "nowhere"}) == [[]]
