@@ -178,6 +178,9 @@ def test_the_openai_client_round_trips_with_the_key(served: str) -> None:
         client.embeddings.create(model="text-embedding-3-small", input="x")
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="minilm-l6", input=["x"] * 33)
+    assert len(client.embeddings.create(model="minilm-l6", input="x", dimensions=384).data[0].embedding) == 384
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="minilm-l6", input="x", dimensions=256)
 
 
 def test_the_openai_api_refuses_without_the_key(served: str) -> None:

@@ -171,6 +171,7 @@ def create_app(
     ``max_body_bytes`` defaults to what the largest valid ``/embed`` request can take (six bytes per character,
     JSON's worst case) plus 16 KiB.
     """
+    import annotated_types
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -181,6 +182,7 @@ def create_app(
         BeforeValidator,
         ConfigDict,
         Field,
+        Strict,
         StrictBool,
         StringConstraints,
         WithJsonSchema,
@@ -193,6 +195,7 @@ def create_app(
         raise EmbedlabError("the API key is empty; unset it to serve without one")
     searcher = IndexSearcher.open(Path(index_dir), encoder=encoder)
     embeds = searcher.encoder is not None
+    served_dim = searcher.dim
     if embeds:
         searcher.embed(["warm up"])  # load the model's weights now, not on the first request
     limit = max_body_bytes or 6 * max_query_chars * max_texts + 16 * 1024
@@ -265,9 +268,17 @@ def create_app(
             description="The served model (GET /v1/models)."
         )
         encoding_format: Literal["float", "base64"] = "float"
-        dimensions: Annotated[int, Field(ge=1)] | None = Field(
-            None, description="Must equal the served dimension if given (the index fixes it)."
-        )
+        # Constraints before the validator, so the schema says minimum/maximum (JSON's 384.0 is the integer 384).
+        dimensions: (
+            Annotated[
+                int,
+                Strict(False),
+                annotated_types.Ge(served_dim),
+                annotated_types.Le(served_dim),
+                BeforeValidator(_number),
+            ]
+            | None
+        ) = Field(None, description=f"The served dimension, {served_dim}, if given (the index fixes it).")
         user: Annotated[str, StringConstraints(max_length=256)] | None = None
         input_type: Literal["query", "document"] = Field(
             "query", description="embedlab extension: the role to encode in (models like e5 tell them apart)."
@@ -437,10 +448,6 @@ def create_app(
         if request.model not in model_names:
             message = f"the model '{request.model}' is not served here; this service serves '{embedding_model}'"
             return JSONResponse(openai_error(message, param="model", code="model_not_found"), status_code=404)
-        dim = app.state.searcher.dim
-        if request.dimensions is not None and request.dimensions != dim:
-            message = f"dimensions must be {dim}, the served index's (or left out)"
-            return JSONResponse(openai_error(message, param="dimensions"), status_code=400)
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
         vectors = app.state.searcher.embed(texts, role=request.input_type)
         tokens = sum(app.state.searcher.token_counts(texts))
