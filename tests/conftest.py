@@ -20,9 +20,15 @@ def shared_data() -> Path:
 # --- models, caches and small real data sets -------------------------------------------------------
 
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -181,3 +187,53 @@ def float32_backend_in_cli() -> None:
     """CLI commands default to ``--backend auto`` (a one-off calibration per model and machine); tests run PyTorch
     float32 unless they name a backend, so they stay deterministic and never calibrate by surprise."""
     os.environ.setdefault("EMBEDLAB_BACKEND", "torch")
+
+
+@contextmanager
+def serve_in_thread(application: Any) -> Iterator[str]:
+    """Run an ASGI application with uvicorn on a free 127.0.0.1 port in a thread; yield its URL, stop it after."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", lifespan="off"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Any:
+    """:func:`serve_in_thread`, for tests: ``with live_server(app) as url: ...``."""
+    return serve_in_thread
+
+
+def _write_beir(folder: Path, dataset: RetrievalDataset) -> Path:
+    folder.mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as out:
+        for doc in dataset.corpus:
+            out.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as out:
+        for query in dataset.queries:
+            out.write(json.dumps({"_id": query.id, "text": query.text}) + "\n")
+    (folder / "qrels").mkdir()
+    rows = [f"{q}\t{d}\t{g}" for q, docs in dataset.qrels.items() for d, g in docs.items()]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_beir() -> Any:
+    """``write_beir(folder, dataset)``: the dataset written as a BEIR folder (corpus, queries, qrels/test.tsv)."""
+    return _write_beir

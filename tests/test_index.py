@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,14 +134,20 @@ def test_faiss_reports_too_few_documents_to_train_in_one_line() -> None:
 
 
 @pytest.mark.parametrize(
-    ("store", "store_class", "config"),
-    [("faiss", FaissStore, IndexConfig(index="hnsw")), ("milvus", MilvusStore, IndexConfig(index="hnsw"))],
-    ids=["faiss", "milvus-lite"],
+    ("store", "store_class", "config", "retrieval"),
+    [
+        ("faiss", FaissStore, IndexConfig(index="hnsw"), "dense"),
+        ("milvus", MilvusStore, IndexConfig(index="hnsw"), "dense"),
+        ("faiss", FaissStore, IndexConfig(index="hnsw"), "hybrid"),
+        ("milvus", MilvusStore, IndexConfig(index="hnsw"), "hybrid"),
+    ],
+    ids=["faiss", "milvus-lite", "faiss-hybrid", "milvus-lite-hybrid"],
 )
 def test_indexing_is_idempotent_and_resumes_after_an_interruption(
     store: str,
     store_class,
     config: IndexConfig,
+    retrieval: str,
     scifact_small,
     minilm_encoder,
     vector_cache,
@@ -157,7 +164,9 @@ def test_indexing_is_idempotent_and_resumes_after_an_interruption(
             raise RuntimeError("power cut")
         return real_upsert(self, **kwargs)
 
-    common = {"out": out, "store": store, "config": config, "cache": vector_cache, "batch_size": 64}
+    common = {
+        "out": out, "store": store, "config": config, "cache": vector_cache, "batch_size": 64, "retrieval": retrieval,
+    }  # fmt: skip
     monkeypatch.setattr(store_class, "upsert", failing_upsert)
     with pytest.raises(RuntimeError, match="power cut"):
         build_index(scifact_small, minilm_encoder, **common)
@@ -189,6 +198,12 @@ def test_indexing_is_idempotent_and_resumes_after_an_interruption(
     hits = searcher.search([changed.queries[0].text], k=total)[0]
     assert len(hits) >= 0.9 * total and len({h.id for h in hits}) == len(hits)  # HNSW may miss a few
     assert next(h for h in searcher.search([changed.corpus[0].full_text], k=1)[0]).payload["text"].endswith("(revised)")
+    if retrieval == "hybrid":  # the BM25 half holds every document once, the revised one with its new text
+        lexical = searcher.store.search_text(texts=["(revised)"], k=total)[0]
+        revised = {d.id for d in changed.corpus if re.search(r"\brevised\b", d.full_text.lower())}
+        assert first.id in revised and {h.id for h in lexical} == revised
+        everything = searcher.store.search_text(texts=[" ".join(d.full_text for d in changed.corpus)], k=2 * total)[0]
+        assert len(everything) == len({h.id for h in everything}) == total
     searcher.close()
     if store == "faiss":
         stored = FaissIndex.read(out / INDEX_FILE, resumed.resolved)
@@ -256,21 +271,9 @@ def test_metadata_payloads_keep_scalars_only(hashing_encoder, tmp_path) -> None:
 # --- the command ---------------------------------------------------------------------------------------------
 
 
-def write_beir(folder: Path, dataset: RetrievalDataset) -> Path:
-    folder.mkdir(parents=True)
-    with (folder / "corpus.jsonl").open("w") as out:
-        for doc in dataset.corpus:
-            out.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
-    with (folder / "queries.jsonl").open("w") as out:
-        for query in dataset.queries:
-            out.write(json.dumps({"_id": query.id, "text": query.text}) + "\n")
-    (folder / "qrels").mkdir()
-    rows = [f"{q}\t{d}\t{g}" for q, docs in dataset.qrels.items() for d, g in docs.items()]
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return folder
-
-
-def test_index_command_builds_and_reruns_without_duplicates(scifact_small, embedlab_cache, tmp_path) -> None:
+def test_index_command_builds_and_reruns_without_duplicates(
+    scifact_small, embedlab_cache, tmp_path, write_beir
+) -> None:
     data = write_beir(tmp_path / "data", scifact_small)
     args = ["index", "--model", "minilm-l6", "--data", str(data), "--out", str(tmp_path / "idx"), "--index", "ivf"]
     args += ["--quantize", "int8", "--dim", "256", "--cache", str(embedlab_cache)]

@@ -21,6 +21,7 @@ from embedlab.recommend import (
     Candidate,
     Constraints,
     check,
+    deploy_commands,
     finetune_advice,
     pareto_frontier,
     recommend,
@@ -326,3 +327,25 @@ def test_finetune_advice_weighs_domain_shift_and_training_data(field, shared_dat
     )
     assert advice.verdict == "unlikely"
     assert advice.base == "minilm-l6"  # static-minilm is distilled from minilm-l6: fine-tune that
+
+
+def test_the_recommendation_ends_with_the_commands_that_deploy_it(field) -> None:
+    candidates, per_query = field
+    by_name = {c.name: c for c in candidates}
+    data = "../shared/data/sci fact"
+    assert deploy_commands(by_name["minilm-l6"], candidates, data_ref=data) == (
+        "embedlab index --model minilm-l6 --data '../shared/data/sci fact' --out indexes/sci-fact-minilm-l6",
+        "embedlab serve --index indexes/sci-fact-minilm-l6",
+    )
+    assert deploy_commands(by_name["bm25"], candidates, data_ref="data/nf")[0] == (
+        "embedlab index --model bm25 --data data/nf --out indexes/nf-bm25"
+    )
+    tuned = Candidate(**{**vars(by_name["minilm-l6"]), "name": "tuned", "source": "models/tuned"})
+    hybrid = Candidate(**{**vars(by_name["minilm-l6"]), "name": "hybrid", "kind": "hybrid", "parts": ("bm25", "tuned")})
+    index, serve = deploy_commands(hybrid, [*candidates, tuned, hybrid], data_ref="data/nf")
+    assert index == "embedlab index --model hybrid:models/tuned --data data/nf --out indexes/nf-hybrid-models-tuned"
+    assert serve == "embedlab serve --index indexes/nf-hybrid-models-tuned"
+    rec = recommend(candidates, metric="ndcg@10", per_query=per_query, data_ref="data/nf", resamples=2000)
+    assert rec.deploy == deploy_commands(by_name[rec.model], candidates, data_ref="data/nf")
+    assert str(rec).splitlines()[-3:] == ["Deploy it:", f"  {rec.deploy[0]}", f"  {rec.deploy[1]}"]
+    assert rec.to_dict()["deploy"] == list(rec.deploy)

@@ -54,6 +54,11 @@ def test_recommendation_is_consistent_with_the_figures(small_selection) -> None:
     text = str(selection)
     assert "ndcg@10" in text.splitlines()[1] and "95% CI" in text.splitlines()[1]
     assert "Fine-tuning:" in text and rec.headline in text
+    system = {"bm25": "bm25", "hybrid": "hybrid:minilm-l6"}.get(rec.model or "", rec.model)
+    assert rec.deploy[0].startswith(f"embedlab index --model {system} --data ")
+    assert text.splitlines()[-1] == f"  {rec.deploy[1]}" and rec.deploy[1].startswith("embedlab serve --index ")
+    markdown = (out / "report.md").read_text()
+    assert "### Deploy it" in markdown and rec.deploy[0] in markdown and rec.deploy[1] in markdown
 
 
 def test_outputs_carry_schema_manifest_and_every_figure(small_selection, scifact_small) -> None:
@@ -198,3 +203,4 @@ def test_bm25_alone_still_gives_an_answer_and_a_report(scifact_small, tmp_path: 
     assert selection.recommendation.finetune.verdict == "not possible"
     paths = selection.write(tmp_path / "out")
     assert "Use bm25." in paths["html"].read_text()
+    assert "embedlab index --model bm25 --data" in paths["html"].read_text()

@@ -109,9 +109,7 @@ def test_sweep_refuses_data_without_queries_and_bad_targets(scifact_small, hashi
         sweep(scifact_small, hashing_encoder, target=1.5)
 
 
-def test_index_sweep_command_writes_the_report(scifact_small, embedlab_cache: Path, tmp_path: Path) -> None:
-    from test_index import write_beir
-
+def test_index_sweep_command_writes_the_report(scifact_small, embedlab_cache: Path, tmp_path: Path, write_beir) -> None:
     data = write_beir(tmp_path / "data", scifact_small)
     out = tmp_path / "sweep"
     args = ["index", "--sweep", "--model", "minilm-l6", "--data", str(data), "--out", str(out)]

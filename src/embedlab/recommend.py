@@ -23,6 +23,9 @@ interval and its measured :class:`~embedlab.cost.ModelCost`), the per-query scor
    model (BM25 close to or above the dense models, or a hybrid significantly above them, means the models miss
    the domain's vocabulary: domain shift, which fine-tuning addresses) — and the exact ``embedlab finetune``
    command, with the same ``--out`` so its before/after section joins the same report.
+6. **Deployment** (:func:`deploy_commands`): the exact ``embedlab index`` and ``embedlab serve`` commands that put
+   the chosen system — a dense model, ``bm25`` or ``hybrid:MODEL`` — behind ``/search``; the recommendation ends
+   with them.
 
 Example::
 
@@ -35,12 +38,16 @@ Example::
     Fine-tuning: likely to pay off
       ...
       embedlab finetune --data ../shared/data/scifact --base minilm-l6 --teacher hybrid:minilm-l6 --out runs/scifact
+    Deploy it:
+      embedlab index --model minilm-l6 --data ../shared/data/scifact --out indexes/scifact-minilm-l6
+      embedlab serve --index indexes/scifact-minilm-l6
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -664,6 +671,7 @@ class Recommendation:
     tied_with_top: tuple[str, ...]
     finetune: FineTuneAdvice
     tests: Mapping[str, PairedComparison] = field(default_factory=dict)
+    deploy: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -679,12 +687,15 @@ class Recommendation:
             "tied_with_top": list(self.tied_with_top),
             "tests_against_top": {name: t.to_dict() for name, t in self.tests.items()},
             "finetune": self.finetune.to_dict(),
+            "deploy": list(self.deploy),
         }
 
     def __str__(self) -> str:
         lines = [self.headline]
         lines += [f"  - {reason}" for reason in self.reasons]
         lines.append(str(self.finetune))
+        if self.deploy:
+            lines += ["Deploy it:", *(f"  {command}" for command in self.deploy)]
         return "\n".join(lines)
 
 
@@ -726,6 +737,27 @@ def _cost_sentence(candidate: Candidate) -> str:
         f"{cost.latency.p50:.1f} ms (p95 {cost.latency.p95:.1f} ms), peaks at {cost.memory.peak_bytes / 1e6:.0f} MB "
         f"of memory and needs {index}"
     )
+
+
+def deploy_commands(chosen: Candidate, candidates: Sequence[Candidate], *, data_ref: str) -> tuple[str, str]:
+    """The ``embedlab index`` and ``embedlab serve`` commands that deploy ``chosen``: its model, ``bm25``, or for
+    a hybrid ``hybrid:`` and its dense part's source, into ``indexes/<data>-<system>``."""
+    if chosen.kind == "bm25":
+        system = "bm25"
+    elif chosen.kind == "hybrid":
+        by_name = {c.name: c for c in candidates}
+        dense = [
+            by_name[p].source if p in by_name else p
+            for p in chosen.parts
+            if p not in by_name or by_name[p].kind != "bm25"
+        ]
+        system = f"hybrid:{dense[-1]}" if dense else "hybrid"
+    else:
+        system = chosen.source
+    data_name = Path(data_ref.rstrip("/")).name or "data"
+    folder = "indexes/" + re.sub(r"[^A-Za-z0-9._-]+", "-", f"{data_name}-{system}").strip("-")
+    index = f"embedlab index --model {shlex.quote(system)} --data {shlex.quote(data_ref)} --out {shlex.quote(folder)}"
+    return index, f"embedlab serve --index {shlex.quote(folder)}"
 
 
 def recommend(
@@ -887,4 +919,5 @@ def recommend(
         tied_with_top=tuple(c.name for c in tied),
         finetune=advice,
         tests=tests,
+        deploy=deploy_commands(chosen, candidates, data_ref=data_ref),
     )

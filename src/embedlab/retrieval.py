@@ -16,9 +16,10 @@ format the metrics take — plus timings::
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -179,34 +180,71 @@ class DenseRetriever:
         )
 
 
+BM25_K1 = 1.5
+BM25_B = 0.75
+BM25_STOPWORDS = "en"
+
+
+def bm25_tokenize(texts: Sequence[str], *, show_progress: bool = False) -> Any:
+    """Texts as BM25 sees them: lower-cased words of two or more characters, English stop words removed."""
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords=BM25_STOPWORDS, show_progress=show_progress)
+
+
+def build_bm25(texts: Sequence[str], *, k1: float = BM25_K1, b: float = BM25_B, show_progress: bool = False) -> Any:
+    """A bm25s index (Lucene scoring) over ``texts``, rows in their order. The one place BM25 is built, so
+    ``compare``, ``select`` and an index's lexical half score every document identically."""
+    import bm25s
+
+    model = bm25s.BM25(k1=k1, b=b)
+    model.index(bm25_tokenize(texts, show_progress=show_progress), show_progress=show_progress)
+    return model
+
+
+def bm25_top_k(
+    model: Any,
+    texts: Sequence[str],
+    k: int,
+    *,
+    weight_mask: NDArray[np.float32] | None = None,
+    show_progress: bool = False,
+) -> list[list[tuple[int, float]]]:
+    """Per query text, up to ``k`` ``(row, score)`` pairs, best first; rows no query word matches (score 0, or
+    masked out by ``weight_mask``) are left out."""
+    if not texts:
+        return []
+    k = min(k, int(model.scores["num_docs"]))
+    if k < 1:
+        return [[] for _ in texts]
+    tokens = bm25_tokenize(texts)
+    index, scores = model.retrieve(tokens, k=k, show_progress=show_progress, n_threads=1, weight_mask=weight_mask)
+    return [
+        [(int(j), float(s)) for j, s in zip(row_i, row_s, strict=True) if s > 0]
+        for row_i, row_s in zip(index, scores, strict=True)
+    ]
+
+
 class BM25Retriever:
     """BM25 (bm25s, Lucene scoring) over lower-cased words with English stop words removed."""
 
-    def __init__(self, spec: ModelSpec | None = None, *, k1: float = 1.5, b: float = 0.75):
+    def __init__(self, spec: ModelSpec | None = None, *, k1: float = BM25_K1, b: float = BM25_B):
         self.spec: ModelSpec = spec or get_spec("bm25")
         self.k1 = k1
         self.b = b
 
     def retrieve(self, dataset: RetrievalDataset, *, k: int, show_progress: bool = False) -> RetrievalResult:
-        import bm25s
-
         start = time.perf_counter()
-        corpus_tokens = bm25s.tokenize(
-            [d.full_text for d in dataset.corpus], stopwords="en", show_progress=show_progress
-        )
-        model = bm25s.BM25(k1=self.k1, b=self.b)
-        model.index(corpus_tokens, show_progress=show_progress)
+        model = build_bm25([d.full_text for d in dataset.corpus], k1=self.k1, b=self.b, show_progress=show_progress)
         index_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        query_tokens = bm25s.tokenize([q.text for q in dataset.queries], stopwords="en", show_progress=False)
-        k = min(k, len(dataset.corpus))
-        index, scores = model.retrieve(query_tokens, k=k, show_progress=show_progress, n_threads=1)
+        found = bm25_top_k(model, [q.text for q in dataset.queries], k, show_progress=show_progress)
         search_seconds = time.perf_counter() - start
-        run: Run = {}
         doc_ids = [d.id for d in dataset.corpus]
-        for query, row_i, row_s in zip(dataset.queries, index, scores, strict=True):
-            # A score of 0 means no query word matched: not a retrieved document.
-            run[query.id] = {doc_ids[int(j)]: float(s) for j, s in zip(row_i, row_s, strict=True) if s > 0}
+        # A score of 0 means no query word matched: not a retrieved document.
+        run: Run = {
+            query.id: {doc_ids[j]: s for j, s in row} for query, row in zip(dataset.queries, found, strict=True)
+        }
         return RetrievalResult(
             run=run,
             index_seconds=index_seconds,

@@ -26,8 +26,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _quiet_milvus() -> None:
-    # pymilvus logs every failed call with a traceback; embedlab reports the failure itself, in one line.
+    # pymilvus logs every failed call with a traceback; embedlab reports the failure itself, in one line. Milvus
+    # Lite's in-process gRPC server logs a traceback for AllocTimestamp, which pymilvus 3 calls and Lite lacks.
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 
 def _dims(value: str | None) -> int | None:
@@ -42,9 +44,14 @@ def _dims(value: str | None) -> int | None:
 @app.command()
 @user_errors
 def index(
-    model: Annotated[str, typer.Option("--model", help="Catalog name, fine-tuned model folder or hub id.")] = (
-        "minilm-l6"
-    ),
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="What to index: a dense model (catalog name, fine-tuned folder, hub id), bm25, or hybrid[:MODEL] "
+            "(BM25 and MODEL, default minilm-l6, fused by reciprocal rank fusion as `select` measures it).",
+        ),
+    ] = "minilm-l6",
     data: DataOption = BUNDLED,
     out: Annotated[
         Path | None,
@@ -81,6 +88,10 @@ def index(
 ) -> None:
     """Index a corpus into a vector store (re-running resumes and never duplicates), or sweep index settings.
 
+    --model bm25 keeps the text for BM25 (scored as `compare` scores bm25); --model hybrid:MODEL keeps both halves in
+    one store (FAISS with a bm25s index beside it; one Milvus collection with a BM25 function) and serves their
+    reciprocal rank fusion, as `select` ranks its hybrid. --index/--quantize/--dim apply to the dense half.
+
     faiss takes --index flat/hnsw/ivf with --quantize none/int8/binary/pq (not hnsw with pq).
 
     milvus takes flat/none, hnsw/none, hnsw/int8, ivf/none and ivf/int8.
@@ -92,6 +103,10 @@ def index(
         embedlab index --model minilm-l6 --data ../shared/data/scifact --store faiss --index hnsw --out indexes/scifact
 
         embedlab index --model minilm-l6 --data ../shared/data/scifact --store milvus --out indexes/scifact-milvus
+
+        embedlab index --model hybrid:minilm-l6 --data ../shared/data/scifact --out indexes/scifact-hybrid
+
+        embedlab index --model bm25 --data ../shared/data/scifact --store milvus --out indexes/scifact-bm25
 
         embedlab index --sweep --model minilm-l6 --data ../shared/data/scifact --out runs/sweep
     """
@@ -116,7 +131,14 @@ def index(
     dataset = load_retrieval_data(data, split)
     cache = open_cache(cache_dir)
     if sweep:
+        from embedlab.index.build import parse_system
         from embedlab.index.sweep import sweep as run_sweep
+
+        if parse_system(model)[0] != "dense":
+            raise EmbedlabError(
+                f"--sweep measures a dense model's vector index; give the model itself (e.g. --model minilm-l6), "
+                f"not '{model}'"
+            )
 
         typer.echo(
             f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True
@@ -131,6 +153,7 @@ def index(
 
     out = out or Path("indexes") / dataset.name
     typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents -> {store} ({out})", err=True)
+    model = model.strip()
     with scope:
         manifest = build_index(
             dataset,
@@ -145,6 +168,15 @@ def index(
             show_progress=True,
         )
     typer.echo(str(manifest))
+    resumed = manifest.counts.get("unchanged", 0) and manifest.counts.get("added", 0) + manifest.counts.get(
+        "updated", 0
+    )
+    if manifest.lexical and store == "milvus" and uri is None and resumed:
+        typer.echo(
+            "note: Milvus Lite keeps BM25 statistics per segment and this run added one, so BM25 scores now differ "
+            "from `compare`'s; for identical ones, rebuild into an empty --out in one run",
+            err=True,
+        )
     typer.echo(f"wrote {out / 'index.json'}; serve it with: embedlab serve --index {out}", err=True)
 
 
@@ -159,10 +191,13 @@ def serve(
     ] = "EMBEDLAB_API_KEY",
     max_k: Annotated[int, typer.Option(help="The largest k a search may ask for.")] = 100,
 ) -> None:
-    """Serve an index over HTTP: POST /search, POST /embed, GET /health, OpenAPI docs at /docs.
+    """Serve an index over HTTP: POST /search, POST /embed, the OpenAI embeddings API (POST /v1/embeddings,
+    GET /v1/models), GET /health, OpenAPI docs at /docs.
 
-    The API key is read from the environment (never from the command line, where other users could see it);
-    clients send it in the X-API-Key header.
+    /search answers with what was indexed (a dense model, bm25 or the hybrid). OpenAI clients and LangChain's
+    OpenAIEmbeddings (check_embedding_ctx_length=False) use the served model with base_url http://HOST:PORT/v1 and
+    model set to its name. The API key is read from the environment (never from the command line, where other
+    users could see it); clients send it in the X-API-Key header or as Authorization: Bearer KEY.
 
     Example:
 

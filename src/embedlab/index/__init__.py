@@ -5,7 +5,9 @@ The stage in modules, each with its manual:
 * :mod:`embedlab.index.config` — :class:`IndexConfig`, the one validated set of index settings;
 * :mod:`embedlab.index.store` — the :class:`VectorStore` protocol and the store registry (``faiss``, ``milvus``);
 * :mod:`embedlab.index.faiss_store`, :mod:`embedlab.index.milvus_store` — the two stores;
-* :mod:`embedlab.index.build` — :func:`build_index`: batched, idempotent, resumable indexing and its manifest;
+* :mod:`embedlab.index.lexical` — the BM25 half the FAISS store keeps for ``bm25`` and ``hybrid`` indexes;
+* :mod:`embedlab.index.build` — :func:`build_index`: batched, idempotent, resumable indexing of a dense model,
+  ``bm25`` or ``hybrid[:MODEL]``, and its manifest;
 * :mod:`embedlab.index.searcher` — :class:`IndexSearcher`: an index folder opened for text queries;
 * :mod:`embedlab.index.sweep` — :func:`sweep`: recall, nDCG lost, speed and memory against exact search.
 

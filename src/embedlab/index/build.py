@@ -9,6 +9,13 @@ so an interrupted run resumes where it stopped and a finished one re-runs as a n
 nothing is ever duplicated. Documents that are in the index but no longer in the data are kept and counted as
 ``extra``.
 
+**What is indexed** is a retrieval system, as ``embedlab select`` recommends one: a dense model (a catalog name,
+a folder, a hub id or an :class:`~embedlab.models.encoders.Encoder`), ``bm25`` (no model: the store keeps the
+text for BM25, scored as ``embedlab compare`` scores its ``bm25`` baseline) or ``hybrid[:MODEL]`` (both halves in
+one store, fused at search time by reciprocal rank fusion with :data:`~embedlab.fusion.RRF_K` over each half's
+top :data:`FUSION_DEPTH`, as ``select`` builds its hybrid; the dense half defaults to :data:`HYBRID_DEFAULT`).
+:func:`parse_system` reads these names.
+
 The index folder gets ``index.json``, the :class:`IndexManifest`: the store and where it lives, the model (name,
 how to load it again, encoder fingerprint, dimension), the settings asked for and as resolved, the data (name,
 corpus hash), the counts and the wall times, plus :func:`~embedlab.manifest.build_manifest`. It is written
@@ -35,10 +42,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embedlab.data.dataset import Document, RetrievalDataset
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.errors import EmbedlabError
 from embedlab.files import format_table, write_json_atomic
+from embedlab.fusion import RRF_K
 from embedlab.index.config import IndexConfig
 from embedlab.index.store import FIELD_NAME, check_supported, get_store_type, open_store
 from embedlab.manifest import SCHEMA_VERSION, build_manifest
@@ -47,6 +57,37 @@ from embedlab.models.encoders import Encoder
 from embedlab.models.loading import load_encoder
 
 MANIFEST_FILE = "index.json"
+RETRIEVALS = ("dense", "bm25", "hybrid")
+HYBRID_DEFAULT = "minilm-l6"
+FUSION_DEPTH = 100
+"""Candidates each half of a hybrid contributes to the fusion: ``select``'s default depth (its largest cut-off)."""
+
+
+def parse_system(model: str | Path | Encoder, retrieval: str | None = None) -> tuple[str, str | Path | Encoder | None]:
+    """``(retrieval, dense model)`` for what ``embedlab index --model`` takes: ``bm25`` → ``("bm25", None)``,
+    ``hybrid`` / ``hybrid:MODEL`` → ``("hybrid", MODEL)``, anything else → ``("dense", model)``. ``retrieval``
+    (``dense``, ``bm25``, ``hybrid``) overrides the name's, e.g. to index an :class:`Encoder` as a hybrid."""
+    if retrieval is not None and retrieval not in RETRIEVALS:
+        raise EmbedlabError(f"unknown retrieval '{retrieval}'; valid: {', '.join(RETRIEVALS)}")
+    if isinstance(model, str):
+        name = model.strip()
+        spec = find_spec(name)
+        if name == "bm25" or (spec is not None and spec.kind == "bm25"):
+            return "bm25", None
+        if name == "hybrid" or name.startswith("hybrid:"):
+            dense = name.partition(":")[2].strip() or HYBRID_DEFAULT
+            if dense == "bm25" or dense.startswith("hybrid"):
+                raise EmbedlabError(f"'{name}': the hybrid's second half must be a dense model, e.g. hybrid:minilm-l6")
+            return "hybrid", dense
+    return retrieval or "dense", model
+
+
+def bm25_description() -> dict[str, Any]:
+    """The ``model`` entry of a BM25 index: what scores it (the settings of ``compare``'s ``bm25``)."""
+    from embedlab.retrieval import BM25_B, BM25_K1, BM25_STOPWORDS
+
+    fingerprint = f"bm25s k1={BM25_K1} b={BM25_B} stopwords={BM25_STOPWORDS}"
+    return {"name": "bm25", "source": "bm25", "backend": None, "fingerprint": fingerprint, "dim": 0}
 
 
 def model_source(encoder: Encoder) -> str:
@@ -106,11 +147,33 @@ class IndexManifest:
     complete: bool = False
     seconds: Mapping[str, float] = field(default_factory=dict)
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    retrieval: str = "dense"
+    fusion: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the store keeps the BM25 half."""
+        return self.retrieval in ("bm25", "hybrid")
+
+    @property
+    def system(self) -> str:
+        """What is served, as ``--model`` names it: the model, ``bm25`` or ``hybrid:MODEL``."""
+        name = str(self.model.get("name", ""))
+        return f"hybrid:{name}" if self.retrieval == "hybrid" else name
+
+    @property
+    def label(self) -> str:
+        """The index as a short phrase, e.g. ``hnsw M32 ef128 d384 + bm25``."""
+        if self.retrieval == "bm25":
+            return "bm25"
+        return f"{self.resolved.label} + bm25" if self.retrieval == "hybrid" else self.resolved.label
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": "index",
+            "retrieval": self.retrieval,
+            "fusion": dict(self.fusion),
             "store": self.store,
             "uri": self.uri,
             "collection": self.collection,
@@ -140,6 +203,8 @@ class IndexManifest:
             complete=bool(data.get("complete")),
             seconds=data.get("seconds", {}),
             manifest=data.get("manifest", {}),
+            retrieval=data.get("retrieval", "dense"),
+            fusion=data.get("fusion", {}),
         )
 
     @classmethod
@@ -159,8 +224,8 @@ class IndexManifest:
         counts = self.counts
         return [
             self.store,
-            self.resolved.label,
-            str(self.model.get("name", "")),
+            self.label,
+            self.system,
             *(str(counts.get(name, 0)) for name in ("documents", "added", "updated", "unchanged", "stored")),
         ]
 
@@ -187,8 +252,10 @@ def build_index(
     batch_size: int = 256,
     encode_batch_size: int = 32,
     show_progress: bool = False,
+    retrieval: str | None = None,
 ) -> IndexManifest:
-    """Index ``dataset.corpus`` with ``model`` into ``store``; see the module docstring. Returns the manifest."""
+    """Index ``dataset.corpus`` into ``store`` for ``model`` — a dense model, ``bm25`` or ``hybrid[:MODEL]``
+    (``retrieval`` overrides, see :func:`parse_system`); see the module docstring. Returns the manifest."""
     started = time.perf_counter()
     config = config or IndexConfig()
     out = Path(out)
@@ -198,8 +265,22 @@ def build_index(
         raise EmbedlabError(f"{dataset.name}: the corpus is empty; nothing to index")
     store = get_store_type(store).name
     check_supported(store, config)
-    encoder = model if isinstance(model, Encoder) else load_encoder(model)
-    resolved = config.resolved(documents=len(dataset.corpus), model_dim=encoder.dim)
+    retrieval, dense = parse_system(model, retrieval)
+    if retrieval == "bm25":
+        if config.build_key() != IndexConfig().build_key():
+            raise EmbedlabError(
+                "bm25 has no vectors: --index, --quantize, --dim and their settings apply to a dense model or a hybrid"
+            )
+        encoder = None
+        resolved = config
+        described = bm25_description()
+    else:
+        assert dense is not None
+        encoder = dense if isinstance(dense, Encoder) else load_encoder(dense)
+        resolved = config.resolved(documents=len(dataset.corpus), model_dim=encoder.dim)
+        described = describe_model(encoder)
+    lexical = retrieval != "dense"
+    fusion = {"method": "rrf", "k": RRF_K, "depth": FUSION_DEPTH} if retrieval == "hybrid" else {}
     source = dataset.name or "data"
     payloads = [document_payload(d, source) for d in dataset.corpus]
     hashes = [content_hash(d, p) for d, p in zip(dataset.corpus, payloads, strict=True)]
@@ -207,9 +288,11 @@ def build_index(
         store=store,
         uri=uri,
         collection=collection,
-        model=describe_model(encoder),
+        model=described,
         config=config,
         resolved=resolved,
+        retrieval=retrieval,
+        fusion=fusion,
         data={
             "name": dataset.name,
             "source": dataset.source,
@@ -222,14 +305,15 @@ def build_index(
     position = {d.id: i for i, d in enumerate(dataset.corpus)}
     counts = {"documents": len(dataset.corpus), "added": 0, "updated": 0, "unchanged": 0}
     seconds = {"encode": 0.0, "upsert": 0.0}
+    dim = (resolved.dim or 0) if encoder is not None else 0
     vector_store = open_store(
-        store, index_dir=out, uri=uri, collection=collection, config=resolved, dim=resolved.dim or 0, create=True
+        store, index_dir=out, uri=uri, collection=collection, config=resolved, dim=dim, create=True, lexical=lexical
     )
     try:
         from tqdm.auto import tqdm
 
         progress = tqdm(
-            total=len(dataset.corpus), desc=f"index {encoder.spec.name}", unit="doc", disable=not show_progress
+            total=len(dataset.corpus), desc=f"index {manifest.system}", unit="doc", disable=not show_progress
         )
         for batch in _batches(dataset.corpus, batch_size):
             stored = vector_store.content_hashes(ids=[d.id for d in batch])
@@ -239,16 +323,21 @@ def build_index(
             counts["added"] += sum(1 for d in todo if d.id not in stored)
             if todo:
                 tick = time.perf_counter()
-                vectors = embed(
-                    encoder, [d.full_text for d in todo], role="document", cache=cache, batch_size=encode_batch_size
-                )
+                texts = [d.full_text for d in todo]
+                if encoder is not None:
+                    vectors = resolved.prepare(
+                        embed(encoder, texts, role="document", cache=cache, batch_size=encode_batch_size)
+                    )
+                else:
+                    vectors = np.zeros((len(todo), 0), dtype=np.float32)
                 seconds["encode"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 vector_store.upsert(
                     ids=[d.id for d in todo],
-                    vectors=resolved.prepare(vectors),
+                    vectors=vectors,
                     payloads=[payloads[position[d.id]] for d in todo],
                     content_hashes=[hashes[position[d.id]] for d in todo],
+                    texts=texts if lexical else None,
                 )
                 seconds["upsert"] += time.perf_counter() - tick
             progress.update(len(batch))
@@ -285,6 +374,8 @@ def _check_compatible(out: Path, manifest: IndexManifest) -> None:
         return
     existing = IndexManifest.read(out)
     differences = []
+    if existing.retrieval != manifest.retrieval:
+        differences.append(f"retrieval {existing.retrieval}")
     if existing.store != manifest.store or existing.uri != manifest.uri or existing.collection != manifest.collection:
         differences.append(f"store {existing.store} ({existing.uri or 'in the folder'}, {existing.collection})")
     if existing.model.get("fingerprint") != manifest.model.get("fingerprint"):

@@ -8,11 +8,19 @@ Two files make the store, both in the index folder:
     by ``id`` in one transaction per batch, so an interrupted build keeps every finished batch and a re-run
     never duplicates.
 ``index.faiss``
-    the searchable index, built by :meth:`FaissStore.commit` from every stored vector (so IVF and PQ train on
+    the searchable dense index, built by :meth:`FaissStore.commit` from every stored vector (so IVF and PQ train on
     the whole corpus, and HNSW, which cannot delete, is simply rebuilt), wrapped in ``IndexIDMap2`` so results
     come back as keys, and written to a temporary file then renamed into place. A commit counter in the
     database tells whether the file is current; searching a stale index is an error that says to re-run
     ``embedlab index``.
+``bm25-<generation>/``
+    with ``lexical=True`` (a ``bm25`` or ``hybrid`` index), the BM25 half: a persisted bm25s index over the
+    documents' text (table ``lexical`` of the database), rebuilt by the same commit
+    (:mod:`embedlab.index.lexical`). A ``bm25`` index has dimension 0: no vectors and no ``index.faiss``.
+
+:meth:`FaissStore.search_text` ranks by BM25 alone; :meth:`FaissStore.search_hybrid` fuses the dense and the BM25
+top-``depth`` with :func:`~embedlab.fusion.reciprocal_rank_fusion`, exactly as ``embedlab select`` builds its
+hybrid.
 
 :class:`FaissIndex` is the bare index (build, search, size) with no files, which :mod:`embedlab.index.sweep` uses
 to measure every setting. Index types come from FAISS's factory strings, one per ``(index, quantize)`` pair in
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -54,7 +63,9 @@ from numpy.typing import NDArray
 
 from embedlab.errors import EmbedlabError
 from embedlab.files import readable_like_open
+from embedlab.fusion import reciprocal_rank_fusion
 from embedlab.index.config import IndexConfig
+from embedlab.index.lexical import LexicalIndex
 from embedlab.index.store import Hit, Where, check_where
 from embedlab.models.encoders import Vectors
 from embedlab.retrieval import exact_top_k
@@ -256,16 +267,22 @@ class FaissStore:
 
     name = "faiss"
 
-    def __init__(self, folder: Path, connection: sqlite3.Connection, config: IndexConfig, dim: int):
+    def __init__(
+        self, folder: Path, connection: sqlite3.Connection, config: IndexConfig, dim: int, *, lexical: bool = False
+    ):
         self.folder = folder
         self.config = config
         self.dim = dim
+        self.lexical = lexical
         self._db = connection
         self._lock = threading.RLock()
         self._index: FaissIndex | None = None
+        self._lexical: LexicalIndex | None = None
 
     @classmethod
-    def open(cls, folder: Path, *, config: IndexConfig, dim: int, create: bool = False) -> FaissStore:
+    def open(
+        cls, folder: Path, *, config: IndexConfig, dim: int, create: bool = False, lexical: bool = False
+    ) -> FaissStore:
         folder = Path(folder)
         path = folder / RECORDS_FILE
         if not path.exists():
@@ -282,6 +299,7 @@ class FaissStore:
                     "UNIQUE, content_hash TEXT NOT NULL, payload TEXT NOT NULL, vector BLOB NOT NULL)"
                 )
                 connection.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                connection.execute("CREATE TABLE IF NOT EXISTS lexical (key INTEGER PRIMARY KEY, text TEXT NOT NULL)")
                 stored = dict(connection.execute("SELECT name, value FROM meta").fetchall())
                 if not stored:
                     connection.executemany(
@@ -291,6 +309,7 @@ class FaissStore:
                             ("config", json.dumps(config.to_dict())),
                             ("generation", "0"),
                             ("built_generation", "-1"),
+                            ("lexical", "1" if lexical else "0"),
                         ],
                     )
         except sqlite3.DatabaseError as exc:
@@ -298,13 +317,15 @@ class FaissStore:
             raise EmbedlabError(f"{path}: not a readable embedlab FAISS store ({exc})") from None
         if stored:
             built = IndexConfig.from_dict(json.loads(stored["config"]))
-            if int(stored["dim"]) != dim or built.build_key() != config.build_key():
+            was_lexical = stored.get("lexical") == "1"
+            if int(stored["dim"]) != dim or built.build_key() != config.build_key() or was_lexical != lexical:
                 connection.close()
                 raise EmbedlabError(
-                    f"{folder}: holds a FAISS index built as '{built.label}' ({stored['dim']} dims), not "
-                    f"'{config.label}' ({dim} dims) (fix: use another --out folder)"
+                    f"{folder}: holds a FAISS index built as '{built.label}' ({stored['dim']} dims"
+                    f"{', with BM25' if was_lexical else ''}), not '{config.label}' ({dim} dims"
+                    f"{', with BM25' if lexical else ''}) (fix: use another --out folder)"
                 )
-        return cls(folder, connection, config, dim)
+        return cls(folder, connection, config, dim, lexical=lexical)
 
     def _meta(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -331,10 +352,15 @@ class FaissStore:
         vectors: Vectors,
         payloads: Sequence[Mapping[str, Any]],
         content_hashes: Sequence[str],
+        texts: Sequence[str] | None = None,
     ) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
+        if not vectors.size:  # a bm25 index's rows have no vector
+            vectors = vectors.reshape(len(ids), self.dim)
         if not len(ids) == len(vectors) == len(payloads) == len(content_hashes):
             raise EmbedlabError("upsert needs as many vectors, payloads and content hashes as ids")
+        if self.lexical and (texts is None or len(texts) != len(ids)):
+            raise EmbedlabError("an index with BM25 needs one text per upserted document")
         if len(ids) and vectors.shape[1] != self.dim:
             raise EmbedlabError(f"vectors have {vectors.shape[1]} dimensions; this index holds {self.dim}")
         rows = [
@@ -347,6 +373,13 @@ class FaissStore:
                 "UPDATE SET content_hash = excluded.content_hash, payload = excluded.payload, vector = excluded.vector",
                 rows,
             )
+            if self.lexical:
+                assert texts is not None
+                self._db.executemany(
+                    "INSERT INTO lexical (key, text) SELECT key, ? FROM records WHERE id = ? ON CONFLICT(key) DO "
+                    "UPDATE SET text = excluded.text",
+                    list(zip(texts, ids, strict=True)),
+                )
             self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'generation'")
 
     def _all_vectors(self) -> tuple[Keys, Vectors]:
@@ -355,30 +388,67 @@ class FaissStore:
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), self.dim)
         return keys, vectors
 
+    def _lexical_folder(self, generation: int) -> Path:
+        return self.folder / f"bm25-{generation}"
+
+    def _is_built(self, generation: int) -> bool:
+        return (
+            self._meta("built_generation") == generation
+            and (not self.dim or (self.folder / INDEX_FILE).exists())
+            and (not self.lexical or self._lexical_folder(generation).exists())
+        )
+
     def commit(self) -> None:
-        """Build the FAISS index from every stored vector and save it, unless it is already current."""
+        """Build the FAISS index (and the BM25 half) from every stored document and save them, unless current."""
         with self._lock:
             generation = self._meta("generation")
-            path = self.folder / INDEX_FILE
-            if self._meta("built_generation") == generation and path.exists():
+            if self._is_built(generation):
                 return
-            keys, vectors = self._all_vectors()
-            index = FaissIndex.build(vectors, keys, self.config)
-            index.write(path)
+            index = None
+            if self.dim:
+                keys, vectors = self._all_vectors()
+                index = FaissIndex.build(vectors, keys, self.config)
+                index.write(self.folder / INDEX_FILE)
+            lexical = None
+            if self.lexical:
+                rows = self._db.execute("SELECT key, text FROM lexical ORDER BY key").fetchall()
+                lexical = LexicalIndex.build(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows])
+                target = self._lexical_folder(generation)
+                if not target.exists():
+                    lexical.write(target)
             with self._db:
                 self._db.execute("UPDATE meta SET value = ? WHERE name = 'built_generation'", (str(generation),))
-            self._index = index
+            for old in self.folder.glob("bm25-*"):  # superseded generations, once the new one is recorded
+                if old.name != f"bm25-{generation}":
+                    shutil.rmtree(old, ignore_errors=True)
+            self._index, self._lexical = index, lexical
+
+    def _stale(self) -> EmbedlabError:
+        return EmbedlabError(
+            f"{self.folder}: the index is not built or not current (an interrupted build?); "
+            f"re-run `embedlab index` with the same settings to finish it"
+        )
 
     def _searchable(self) -> FaissIndex:
+        if not self.dim:
+            raise EmbedlabError(f"{self.folder}: this is a BM25 index: it has no vectors to search")
         if self._index is None:
             path = self.folder / INDEX_FILE
             if not path.exists() or self._meta("built_generation") != self._meta("generation"):
-                raise EmbedlabError(
-                    f"{self.folder}: the index is not built or not current (an interrupted build?); "
-                    f"re-run `embedlab index` with the same settings to finish it"
-                )
+                raise self._stale()
             self._index = FaissIndex.read(path, self.config)
         return self._index
+
+    def _searchable_text(self) -> LexicalIndex:
+        if not self.lexical:
+            raise EmbedlabError(f"{self.folder}: this index was built without BM25 (index it as bm25 or hybrid)")
+        if self._lexical is None:
+            generation = self._meta("generation")
+            folder = self._lexical_folder(generation)
+            if not folder.exists() or self._meta("built_generation") != generation:
+                raise self._stale()
+            self._lexical = LexicalIndex.read(folder)
+        return self._lexical
 
     def _matching_keys(self, where: Mapping[str, Any]) -> Keys:
         clauses = " AND ".join("json_extract(payload, ?) = ?" for _ in where)
@@ -426,8 +496,53 @@ class FaissStore:
                 scores, found = index.search(queries, k=k, ef_search=ef_search, nprobe=nprobe)
             return self._hits(scores, found)
 
-    def _hits(self, scores: NDArray[np.float32], found: Keys) -> list[list[Hit]]:
-        wanted = sorted({int(key) for key in found.ravel() if key >= 0})
+    def search_text(self, *, texts: Sequence[str], k: int, where: Where | None = None) -> list[list[Hit]]:
+        """The ``k`` best documents per query text by BM25 alone (documents no query word matches left out)."""
+        if k < 1:
+            raise EmbedlabError(f"k must be ≥ 1 (got {k})")
+        filters = check_where(where)
+        with self._lock:
+            lexical = self._searchable_text()
+            keys = self._matching_keys(filters) if filters else None
+            if keys is not None and not len(keys):
+                return [[] for _ in texts]
+            found = lexical.search(texts, k=k, keys=keys)
+            return self._keyed_hits(found)
+
+    def search_hybrid(
+        self,
+        *,
+        queries: Vectors,
+        texts: Sequence[str],
+        k: int,
+        depth: int,
+        rrf_k: int,
+        where: Where | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[Hit]]:
+        """Reciprocal rank fusion (constant ``rrf_k``) of the dense and the BM25 top-``depth``, cut to ``k``;
+        a hit's score is its fused score."""
+        dense = self.search(queries=queries, k=depth, where=where, ef_search=ef_search, nprobe=nprobe)
+        lexical = self.search_text(texts=texts, k=depth, where=where)
+        out = []
+        for dense_hits, lexical_hits in zip(dense, lexical, strict=True):
+            payloads = {h.id: h.payload for h in (*dense_hits, *lexical_hits)}
+            runs = [{"q": {h.id: h.score for h in lexical_hits}}, {"q": {h.id: h.score for h in dense_hits}}]
+            fused = reciprocal_rank_fusion(runs, k=rrf_k, depth=k).get("q", {})
+            out.append([Hit(doc_id, score, payloads[doc_id]) for doc_id, score in fused.items()])
+        return out
+
+    def _keyed_hits(self, found: list[list[tuple[int, float]]]) -> list[list[Hit]]:
+        records = self._records({key for row in found for key, _ in row})
+        return [
+            [Hit(records[key][0], score, json.loads(records[key][1])) for key, score in row if key in records]
+            for row in found
+        ]
+
+    def _records(self, keys: set[int]) -> dict[int, tuple[str, str]]:
+        """``key -> (id, payload JSON)`` of the stored documents among ``keys``."""
+        wanted = sorted(keys)
         records: dict[int, tuple[str, str]] = {}
         for start in range(0, len(wanted), SQL_CHUNK):
             chunk = wanted[start : start + SQL_CHUNK]
@@ -436,6 +551,10 @@ class FaissStore:
                 f"SELECT key, id, payload FROM records WHERE key IN ({marks})", chunk
             ):
                 records[key] = (doc_id, payload)
+        return records
+
+    def _hits(self, scores: NDArray[np.float32], found: Keys) -> list[list[Hit]]:
+        records = self._records({int(key) for key in found.ravel() if key >= 0})
         return [
             [
                 Hit(records[int(key)][0], float(score), json.loads(records[int(key)][1]))
@@ -447,9 +566,13 @@ class FaissStore:
 
     def size_bytes(self) -> int | None:
         path = self.folder / INDEX_FILE
-        return path.stat().st_size if path.exists() else None
+        parts = [path] if path.exists() else []
+        if self.lexical:
+            parts += [p for p in self._lexical_folder(self._meta("built_generation")).glob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in parts) if parts else None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
             self._index = None
+            self._lexical = None

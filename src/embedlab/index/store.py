@@ -7,6 +7,10 @@ writing an id that is already there replaces it, so re-running an indexing job n
 Milvus flushes). Scores are inner products of the stored (L2-normalised) vectors, higher is better; a
 ``binary`` index scores ``1 − 2·hamming/dim``, the cosine of the sign vectors.
 
+A store opened with ``lexical=True`` also keeps each document's text for BM25 (``upsert(texts=...)``) and answers
+:meth:`VectorStore.search_text` (BM25 alone) and :meth:`VectorStore.search_hybrid` (the dense and BM25 top-``depth``
+fused by reciprocal rank fusion); with ``dim=0`` it holds no vectors at all (a ``bm25`` index).
+
 ``where`` filters are equality on payload fields (``{"source": "a.pdf", "page": 3}``, all must hold); field
 names are identifiers (letters, digits, ``_``).
 
@@ -87,8 +91,10 @@ class VectorStore(Protocol):
         vectors: Vectors,
         payloads: Sequence[Mapping[str, Any]],
         content_hashes: Sequence[str],
+        texts: Sequence[str] | None = None,
     ) -> None:
-        """Insert or replace these documents; durable when it returns (searchable after :meth:`commit`)."""
+        """Insert or replace these documents; durable when it returns (searchable after :meth:`commit`).
+        ``texts`` (what BM25 analyses) are required by a lexical store and ignored by others."""
         ...
 
     def commit(self) -> None:
@@ -108,6 +114,26 @@ class VectorStore(Protocol):
         ``ef_search``/``nprobe`` override the index's search settings for this call."""
         ...
 
+    def search_text(self, *, texts: Sequence[str], k: int, where: Where | None = None) -> list[list[Hit]]:
+        """The ``k`` best documents per query text by BM25 (lexical stores only), best first."""
+        ...
+
+    def search_hybrid(
+        self,
+        *,
+        queries: Vectors,
+        texts: Sequence[str],
+        k: int,
+        depth: int,
+        rrf_k: int,
+        where: Where | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[Hit]]:
+        """The dense and the BM25 top-``depth`` per query fused by reciprocal rank fusion with constant ``rrf_k``,
+        the ``k`` best, best first; a hit's score is its fused score (lexical stores with vectors only)."""
+        ...
+
     def size_bytes(self) -> int | None:
         """Bytes the searchable index takes (``None`` when the store cannot tell, e.g. a remote cluster)."""
         ...
@@ -117,7 +143,15 @@ class VectorStore(Protocol):
 
 class StoreOpener(Protocol):
     def __call__(
-        self, *, index_dir: Path, uri: str | None, collection: str, config: IndexConfig, dim: int, create: bool
+        self,
+        *,
+        index_dir: Path,
+        uri: str | None,
+        collection: str,
+        config: IndexConfig,
+        dim: int,
+        create: bool,
+        lexical: bool = False,
     ) -> VectorStore: ...
 
 
@@ -137,22 +171,41 @@ class StoreType:
 
 
 def _open_faiss(
-    *, index_dir: Path, uri: str | None, collection: str, config: IndexConfig, dim: int, create: bool
+    *,
+    index_dir: Path,
+    uri: str | None,
+    collection: str,
+    config: IndexConfig,
+    dim: int,
+    create: bool,
+    lexical: bool = False,
 ) -> VectorStore:
     from embedlab.index.faiss_store import FaissStore
 
     if uri:
         raise EmbedlabError("the faiss store lives in the index folder; --uri is for --store milvus")
-    return FaissStore.open(index_dir, config=config, dim=dim, create=create)
+    return FaissStore.open(index_dir, config=config, dim=dim, create=create, lexical=lexical)
 
 
 def _open_milvus(
-    *, index_dir: Path, uri: str | None, collection: str, config: IndexConfig, dim: int, create: bool
+    *,
+    index_dir: Path,
+    uri: str | None,
+    collection: str,
+    config: IndexConfig,
+    dim: int,
+    create: bool,
+    lexical: bool = False,
 ) -> VectorStore:
     from embedlab.index.milvus_store import MilvusStore
 
     return MilvusStore.open(
-        uri or str(Path(index_dir) / "milvus.db"), collection=collection, config=config, dim=dim, create=create
+        uri or str(Path(index_dir) / "milvus.db"),
+        collection=collection,
+        config=config,
+        dim=dim,
+        create=create,
+        lexical=lexical,
     )
 
 
@@ -210,11 +263,19 @@ def open_store(
     uri: str | None = None,
     collection: str = "documents",
     create: bool = False,
+    lexical: bool = False,
 ) -> VectorStore:
-    """Open (``create``: or create) the store ``name`` for vectors of ``dim`` built as ``config`` (resolved)."""
+    """Open (``create``: or create) the store ``name`` for vectors of ``dim`` built as ``config`` (resolved);
+    ``lexical`` adds the BM25 half (``dim=0``: BM25 only)."""
     check_supported(name, config)
     return get_store_type(name).opener(
-        index_dir=Path(index_dir), uri=uri, collection=collection, config=config, dim=dim, create=create
+        index_dir=Path(index_dir),
+        uri=uri,
+        collection=collection,
+        config=config,
+        dim=dim,
+        create=create,
+        lexical=lexical,
     )
 
 

@@ -121,6 +121,13 @@ def _recommendation_section(selection: Selection) -> Section:
     markdown += [f"### Fine-tuning: {verdict}", "", *(f"- {r}" for r in advice.reasons), ""]
     if advice.command:
         markdown += ["```bash", advice.command, "```", ""]
+    if rec.deploy:
+        parts.append("<h3>Deploy it</h3>")
+        parts.append(
+            h.paragraph("Index the recommended system and serve it (POST /search, the OpenAI embeddings API):")
+        )
+        parts.append(h.code_block("\n".join(rec.deploy)))
+        markdown += ["### Deploy it", "", "```bash", *rec.deploy, "```", ""]
     return Section("recommendation", "Recommendation", "\n".join(markdown), "\n".join(parts), payload=rec.to_dict())
 
 
