@@ -14,10 +14,13 @@ from embedlab.cli._app import (
     BackendOption,
     CacheOption,
     DataOption,
+    DuplicateJudgementsOption,
+    StrictOption,
     app,
     backend_scope,
     load_retrieval_data,
     open_cache,
+    out_folder,
     user_errors,
 )
 from embedlab.errors import EmbedlabError
@@ -77,6 +80,8 @@ def index(
     split: Annotated[str, typer.Option(help="--sweep: the judgement split whose queries are measured.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Documents per upsert batch.")] = 256,
     cache_dir: CacheOption = None,
+    duplicate_judgements: DuplicateJudgementsOption = "error",
+    strict: StrictOption = False,
     backend: BackendOption = "auto",
 ) -> None:
     """Index a corpus into a vector store (re-running resumes and never duplicates), or sweep index settings.
@@ -99,6 +104,8 @@ def index(
     from embedlab.index.store import check_supported
 
     _quiet_milvus()
+    if out is not None:
+        out_folder(out)
     config = IndexConfig(
         index=cast(IndexKind, index_kind),  # validated by IndexConfig
         quantize=cast(Quantization, quantize),
@@ -113,7 +120,7 @@ def index(
     if not sweep:
         check_supported(store, config)
     scope = backend_scope(backend)
-    dataset = load_retrieval_data(data, split)
+    dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
     cache = open_cache(cache_dir)
     if sweep:
         from embedlab.index.sweep import sweep as run_sweep

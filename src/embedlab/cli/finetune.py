@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from embedlab.cli._app import CacheOption, app, open_cache, parse_k_values, split_list, user_errors
+from embedlab.cli._app import CacheOption, app, open_cache, out_folder, parse_k_values, split_list, user_errors
 from embedlab.errors import EmbedlabError
 from embedlab.finetune.config import FinetuneConfig
 
@@ -100,7 +100,15 @@ def finetune(
     """
     from embedlab.finetune.run import finetune as run_finetune
 
-    dims = tuple(int(d) for d in split_list(matryoshka)) if matryoshka else ()
+    out_folder(out)
+    if export_suspects is not None and export_suspects.is_dir():
+        raise EmbedlabError(f"--export-suspects {export_suspects}: is a folder (fix: name a .jsonl file)")
+    try:
+        dims = tuple(int(d) for d in split_list(matryoshka)) if matryoshka else ()
+    except ValueError:
+        raise EmbedlabError(
+            f"--matryoshka takes whole numbers separated by commas, e.g. 384,256,128 (got '{matryoshka}')"
+        ) from None
     config = FinetuneConfig.create(
         base=base,
         loss=loss,

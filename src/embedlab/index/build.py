@@ -215,6 +215,7 @@ def build_index(
             "source": dataset.source,
             "documents": len(dataset.corpus),
             "corpus_hash": hashlib.sha256("".join(hashes).encode()).hexdigest(),
+            **({"load_report": dict(dataset.load_report)} if dataset.load_report else {}),
         },
     )
     _check_compatible(out, manifest)
