@@ -76,6 +76,12 @@ def out_folder(path: Path, option: str = "--out") -> Path:
     return path
 
 
+def check_positive(option: str, value: int | None) -> None:
+    """Counts such as --batch-size: 1 or more (a 0 would otherwise surface as a traceback deep in an encoder)."""
+    if value is not None and value < 1:
+        raise EmbedlabError(f"{option} must be 1 or more (got {value})")
+
+
 def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 

@@ -18,6 +18,7 @@ from embedlab.cli._app import (
     StrictOption,
     app,
     backend_scope,
+    check_positive,
     load_evaluation_data,
     open_cache,
     out_folder,
@@ -54,6 +55,7 @@ def compare(
     from embedlab.evaluate.compare import compare as run_compare
 
     out_folder(out)
+    check_positive("--batch-size", batch_size)
     scope = backend_scope(backend)
     k_values = parse_k_values(k)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
@@ -94,6 +96,7 @@ def sts(
     from embedlab.evaluate.compare import compare_sts
 
     out_folder(out)
+    check_positive("--batch-size", batch_size)
     scope = backend_scope(backend)
     path = Path(data)
     if not path.exists():

@@ -18,6 +18,7 @@ from embedlab.cli._app import (
     StrictOption,
     app,
     backend_scope,
+    check_positive,
     load_retrieval_data,
     open_cache,
     out_folder,
@@ -106,6 +107,7 @@ def index(
     _quiet_milvus()
     if out is not None:
         out_folder(out)
+    check_positive("--batch-size", batch_size)
     config = IndexConfig(
         index=cast(IndexKind, index_kind),  # validated by IndexConfig
         quantize=cast(Quantization, quantize),

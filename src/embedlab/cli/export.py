@@ -14,6 +14,7 @@ from embedlab.cli._app import (
     DuplicateJudgementsOption,
     StrictOption,
     app,
+    check_positive,
     load_retrieval_data,
     open_cache,
     out_folder,
@@ -63,6 +64,7 @@ def export(
 
     check_backend_name(backend)
     out_folder(out)
+    check_positive("--batch-size", batch_size)
     dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
     if not dataset.queries:
         raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to gate the export on")

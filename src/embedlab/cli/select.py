@@ -16,6 +16,7 @@ from embedlab.cli._app import (
     StrictOption,
     app,
     backend_scope,
+    check_positive,
     load_evaluation_data,
     open_cache,
     out_folder,
@@ -84,6 +85,7 @@ def select_command(
     from embedlab.select import SelectConfig, select
 
     out_folder(out)
+    check_positive("--batch-size", batch_size)
     config = SelectConfig(
         models=tuple(split_list(models)),
         k_values=tuple(parse_k_values(k)),

@@ -334,7 +334,7 @@ def load_beir(
                 problem,
                 line=unknown_examples[0][0],
                 fix="check that the qrels belong to this corpus and these queries, "
-                "or pass allow_unknown_ids=True to drop those rows",
+                "or pass --allow-unknown-ids (allow_unknown_ids=True in the API) to drop those rows",
             )
         warnings.warn(f"{qrels_path}: dropped {problem}", DataWarning, stacklevel=2)
     if not qrels:

@@ -149,8 +149,10 @@ class IndexManifest:
             raise EmbedlabError(f"{folder}: no index here (no {MANIFEST_FILE}; build one with `embedlab index`)")
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EmbedlabError(f"{path}: unreadable index manifest ({exc}); rebuild the index") from None
+        except (ValueError, KeyError, TypeError, AttributeError, EmbedlabError) as exc:
+            raise EmbedlabError(
+                f"{path}: unreadable index manifest ({exc}) (fix: rebuild the index with `embedlab index`)"
+            ) from None
 
     def write(self, folder: Path) -> Path:
         return write_json_atomic(Path(folder) / MANIFEST_FILE, self.to_dict())
@@ -219,7 +221,6 @@ def build_index(
         },
     )
     _check_compatible(out, manifest)
-    manifest.write(out)
     position = {d.id: i for i, d in enumerate(dataset.corpus)}
     counts = {"documents": len(dataset.corpus), "added": 0, "updated": 0, "unchanged": 0}
     seconds = {"encode": 0.0, "upsert": 0.0}
@@ -227,6 +228,8 @@ def build_index(
         store, index_dir=out, uri=uri, collection=collection, config=resolved, dim=resolved.dim or 0, create=True
     )
     try:
+        # Only once the store opened: a refused --uri leaves no manifest behind.
+        manifest.write(out)
         from tqdm.auto import tqdm
 
         progress = tqdm(

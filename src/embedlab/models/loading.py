@@ -95,7 +95,10 @@ def _model2vec(spec: ModelSpec, *, device: str, backend: str) -> Encoder:
 
 
 def _lexical(spec: ModelSpec, *, device: str, backend: str) -> Encoder:
-    raise ModelError(f"'{spec.name}' is a lexical retriever, not an encoder: it has no vectors")
+    raise ModelError(
+        f"'{spec.name}' is a lexical retriever, not an encoder: it has no vectors "
+        "(fix: choose a dense model such as minilm-l6; `embedlab models` lists them)"
+    )
 
 
 class Builder(Protocol):
