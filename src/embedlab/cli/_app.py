@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from embedlab.errors import EmbedlabError
+from embedlab.errors import RETRY_FIX, EmbedlabError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,8 +27,8 @@ BUNDLED = "stdlib-docs"
 
 
 _OS_FIXES = {
-    errno.ENOSPC: "free some space and run the same command again: it resumes where it stopped",
-    errno.EDQUOT: "free some space and run the same command again: it resumes where it stopped",
+    errno.ENOSPC: RETRY_FIX,
+    errno.EDQUOT: RETRY_FIX,
     errno.EFBIG: "the file system or a limit refuses a file this large; write somewhere else",
     errno.EACCES: "check the permissions, or choose another path",
     errno.EPERM: "check the permissions, or choose another path",
