@@ -631,8 +631,10 @@ def test_duplicate_judgements_are_kept_once_on_request_and_counted(inputs: dict[
         assert "1 duplicate judgement(s)" in (out / "compare.md").read_text()
 
 
-@pytest.mark.parametrize("command", ["compare", "select", "index", "export"])
+@pytest.mark.parametrize("command", ["compare", "select", "index", "export", "finetune"])
 def test_the_decisions_are_documented_in_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
-    text = " ".join(result.output.split())
-    assert "--strict" in text and "--duplicate-judgements" in text and "'last'" in text
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "anchor/positive/negative" in text and "question/answer" in text
+    if command != "finetune":  # finetune loads its splits itself: defaults (skip unreadable files, refuse duplicates)
+        assert "--strict" in text and "--duplicate-judgements" in text and "'last'" in text

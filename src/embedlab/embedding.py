@@ -153,26 +153,26 @@ def embed(
     if missing:
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        # Closed also on an error, so that the error starts on a line of its own.
+        with tqdm(
             total=len(missing),
             desc=f"encode {encoder.spec.name} {'queries' if role == 'query' else 'documents'}",
             unit=role[0:3],
             disable=not show_progress,
-        )
-        # Sub-batches of several encoder batches keep the bar moving; each shard is stored as soon as it is done.
-        step = max(batch_size * 8, 1)
-        for start in range(0, len(missing), shard_size):
-            shard_keys = missing[start : start + shard_size]
-            parts = []
-            for sub in range(0, len(shard_keys), step):
-                sub_keys = shard_keys[sub : sub + step]
-                parts.append(encoder.encode([unique[k] for k in sub_keys], role=role, batch_size=batch_size))
-                progress.update(len(sub_keys))
-            vectors = np.concatenate(parts)
-            if cache is not None:
-                cache.put(encoder.fingerprint, shard_keys, vectors)
-            found.update(zip(shard_keys, vectors, strict=True))
-        progress.close()
+        ) as progress:
+            # Sub-batches of several encoder batches keep the bar moving; each shard is stored as soon as it is done.
+            step = max(batch_size * 8, 1)
+            for start in range(0, len(missing), shard_size):
+                shard_keys = missing[start : start + shard_size]
+                parts = []
+                for sub in range(0, len(shard_keys), step):
+                    sub_keys = shard_keys[sub : sub + step]
+                    parts.append(encoder.encode([unique[k] for k in sub_keys], role=role, batch_size=batch_size))
+                    progress.update(len(sub_keys))
+                vectors = np.concatenate(parts)
+                if cache is not None:
+                    cache.put(encoder.fingerprint, shard_keys, vectors)
+                found.update(zip(shard_keys, vectors, strict=True))
     if not keys:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)

@@ -163,8 +163,13 @@ def open_cache(cache_dir: Path | None) -> Any:
     return EmbeddingCache(cache_dir or cache_root())
 
 
+PAIR_COLUMNS = "columns query/positive, anchor/positive/negative (sentence-transformers) or question/answer"
 DataOption = Annotated[
-    str, typer.Option("--data", help=f"BEIR folder, pairs file (.jsonl/.csv), folder of documents, or '{BUNDLED}'.")
+    str,
+    typer.Option(
+        "--data",
+        help=f"BEIR folder, pairs file (.jsonl/.csv/.tsv; {PAIR_COLUMNS}), folder of documents, or '{BUNDLED}'.",
+    ),
 ]
 ModelsOption = Annotated[
     str, typer.Option("--models", help="Comma-separated: catalog names (see `embedlab models`), folders, hub ids.")

@@ -232,31 +232,30 @@ def build_index(
         manifest.write(out)
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        with tqdm(
             total=len(dataset.corpus), desc=f"index {encoder.spec.name}", unit="doc", disable=not show_progress
-        )
-        for batch in _batches(dataset.corpus, batch_size):
-            stored = vector_store.content_hashes(ids=[d.id for d in batch])
-            todo = [d for d in batch if stored.get(d.id) != hashes[position[d.id]]]
-            counts["unchanged"] += len(batch) - len(todo)
-            counts["updated"] += sum(1 for d in todo if d.id in stored)
-            counts["added"] += sum(1 for d in todo if d.id not in stored)
-            if todo:
-                tick = time.perf_counter()
-                vectors = embed(
-                    encoder, [d.full_text for d in todo], role="document", cache=cache, batch_size=encode_batch_size
-                )
-                seconds["encode"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                vector_store.upsert(
-                    ids=[d.id for d in todo],
-                    vectors=resolved.prepare(vectors),
-                    payloads=[payloads[position[d.id]] for d in todo],
-                    content_hashes=[hashes[position[d.id]] for d in todo],
-                )
-                seconds["upsert"] += time.perf_counter() - tick
-            progress.update(len(batch))
-        progress.close()
+        ) as progress:
+            for batch in _batches(dataset.corpus, batch_size):
+                stored = vector_store.content_hashes(ids=[d.id for d in batch])
+                todo = [d for d in batch if stored.get(d.id) != hashes[position[d.id]]]
+                counts["unchanged"] += len(batch) - len(todo)
+                counts["updated"] += sum(1 for d in todo if d.id in stored)
+                counts["added"] += sum(1 for d in todo if d.id not in stored)
+                if todo:
+                    tick = time.perf_counter()
+                    vectors = embed(
+                        encoder, [d.full_text for d in todo], role="document", cache=cache, batch_size=encode_batch_size
+                    )
+                    seconds["encode"] += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    vector_store.upsert(
+                        ids=[d.id for d in todo],
+                        vectors=resolved.prepare(vectors),
+                        payloads=[payloads[position[d.id]] for d in todo],
+                        content_hashes=[hashes[position[d.id]] for d in todo],
+                    )
+                    seconds["upsert"] += time.perf_counter() - tick
+                progress.update(len(batch))
         tick = time.perf_counter()
         vector_store.commit()
         seconds["commit"] = time.perf_counter() - tick

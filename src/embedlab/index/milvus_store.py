@@ -111,7 +111,7 @@ def milvus_errors(what: str) -> Iterator[None]:
         yield
     except MilvusException as exc:
         message = getattr(exc, "message", None) or str(exc)
-        full = f"[Errno {errno.ENOSPC}]" in message or os.strerror(errno.ENOSPC) in message
+        full = any(f"[Errno {code}]" in message for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
         raise EmbedlabError(f"Milvus: {what} failed: {message}" + (f" (fix: {RETRY_FIX})" if full else "")) from None
 
 
