@@ -305,7 +305,7 @@ def test_pairs_tsv_keeps_quotes_as_text(tmp_path: Path) -> None:
     [
         ("p.jsonl", PAIRS_JSONL + '{"query": "x", "positive": }\n', 4, "malformed JSON"),
         ("p.jsonl", PAIRS_JSONL + _jsonl({"positive": "x"}), 4, "missing field 'query'"),
-        ("p.jsonl", PAIRS_JSONL + _jsonl({"query": "x"}), 4, "missing field 'positive' (or 'document')"),
+        ("p.jsonl", PAIRS_JSONL + _jsonl({"query": "x"}), 4, "missing field 'positive' (or 'document', 'answer')"),
         ("p.jsonl", _jsonl({"query": "x", "positive": "y", "document": "z"}), 1, "both 'positive' and"),
         ("p.jsonl", PAIRS_JSONL + _jsonl({"query": " ", "positive": "y"}), 4, "empty 'query'"),
         (
@@ -326,8 +326,10 @@ def test_pairs_tsv_keeps_quotes_as_text(tmp_path: Path) -> None:
         ("p.csv", "query,positive,score\nx,y,1\nx,z,lots\n", 3, "not a number"),
         ("p.csv", "query,positive\nx,y\nx,y,z\n", 3, "3 fields but the header has 2"),
         ("p.csv", 'query,positive\nx,y\nx,"unfinished\n', 3, "malformed CSV"),
-        ("p.csv", "question,answer\nx,y\n", 1, "missing column 'query'"),
-        ("p.csv", "query,answer\nx,y\n", 1, "missing field 'positive'"),
+        ("p.csv", "title,answer\nx,y\n", 1, "missing column 'query' (or 'anchor', 'question')"),
+        ("p.csv", "query,context\nx,y\n", 1, "missing field 'positive'"),
+        ("p.csv", "query,anchor,positive\nx,y,z\n", 1, "both 'query' and 'anchor' given"),
+        ("p.jsonl", _jsonl({"question": "x", "positive": "y", "answer": "z"}), 1, "both 'positive' and 'answer'"),
         ("p.tsv", "query\tpositive\nx\ty\tz\n", 2, "3 fields but the header has 2"),
         ("p.csv", b"query,positive\nx,caf\xe9\n", 2, "bytes that are not UTF-8"),
         ("p.jsonl", b'{"query": "x", "positive": "y"}\n{"query": "\xff"}\n', 2, "bytes that are not UTF-8"),
@@ -489,11 +491,12 @@ def test_bad_documents(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     _write(root / "a.txt", "fine")
     _write(root / "b.txt", b"line one\nline two caf\xe9\n")
-    assert "b.txt:2: bytes that are not UTF-8" in _data_error(load_folder, root)
+    assert "b.txt:2: bytes that are not UTF-8" in _data_error(load_folder, root, strict=True)
     (root / "b.txt").unlink()
     _write(root / "broken.pdf", b"%PDF-1.4\nthis is not a pdf at all")
-    message = _data_error(load_folder, root)
+    message = _data_error(load_folder, root, strict=True)
     assert "broken.pdf: cannot read the PDF" in message and "(fix: " in message
+    assert "broken.pdf: cannot read the PDF" in _data_error(load_folder, root / "broken.pdf")  # one file: no skip
     (root / "broken.pdf").unlink()
     (root / "a.txt").write_text(" ")
     with warnings.catch_warnings():
@@ -503,6 +506,45 @@ def test_bad_documents(tmp_path: Path) -> None:
     assert "no documents found" in _data_error(load_folder, root)
     with pytest.raises(ValueError, match="overlap_tokens"):
         load_folder(root, chunk_tokens=10, overlap_tokens=10)
+
+
+def test_unreadable_files_in_a_folder_are_skipped_and_reported(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    _write(root / "a.txt", "fine text about cats")
+    _write(root / "sub" / "broken.pdf", b"%PDF-1.4\nthis is not a pdf at all")
+    _write(root / "latin1.txt", b"caf\xe9\n")
+    with pytest.warns(DataWarning, match=r"skipped 2 unreadable file\(s\).*latin1.txt:1.*broken.pdf"):
+        ds = load_folder(root)
+    assert [d.id for d in ds.corpus] == ["a.txt#0"]
+    skipped = ds.load_report["skipped_files"]
+    assert [item["file"] for item in skipped] == ["latin1.txt", "sub/broken.pdf"]
+    assert "cannot read the PDF" in skipped[1]["problem"] and ds.describe()["load_report"]["skipped_files"]
+    (root / "a.txt").unlink()
+    message = _data_error(load_folder, root)  # nothing readable at all: an error naming the first bad file
+    assert "no readable text in 2 file(s)" in message and "latin1.txt" in message and "(fix: " in message
+
+
+def test_column_aliases_of_sentence_transformers_and_question_answer_files(tmp_path: Path) -> None:
+    triplets = _write(tmp_path / "t.csv", "anchor,positive,negative\nwho purrs?,cats purr,dogs bark\n")
+    qa = _write(tmp_path / "qa.jsonl", _jsonl({"question": "who purrs?", "answer": "cats purr"}))
+    for loaded in (load_training_pairs(triplets), load_training_pairs(qa)):
+        assert loaded[0].query == "who purrs?" and loaded[0].positive == "cats purr"
+    assert load_training_pairs(triplets)[0].negatives == ("dogs bark",)
+    assert load_pairs(qa).stats() == {"documents": 1, "queries": 1, "judgements": 1}
+
+
+def test_duplicate_judgements_error_by_default_or_keep_last_or_max(tmp_path: Path) -> None:
+    beir = _beir(tmp_path / "beir")
+    qrels = beir / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "q1\td1\t2\nq1\td1\t1\n")
+    assert "duplicate judgement" in _data_error(load_beir, beir)
+    with pytest.warns(DataWarning, match="2 duplicate judgement"):
+        last = load_beir(beir, duplicate_judgements="last")
+    with pytest.warns(DataWarning):
+        highest = load_beir(beir, duplicate_judgements="max")
+    assert last.qrels["q1"]["d1"] == 1 and highest.qrels["q1"]["d1"] == 2
+    assert last.load_report["duplicate_judgements"] == {"rows": 2, "conflicting": 2, "kept": "last"}
+    assert last.stats()["judgements"] == load_beir(_beir(tmp_path / "clean")).stats()["judgements"]
 
 
 def test_load_dataset_dispatch(tmp_path: Path, documents: Path) -> None:

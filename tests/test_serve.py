@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,35 @@ def test_served_top_10_equals_the_exact_top_10(
         assert {"title", "text", "source"} <= set(hits[0]["payload"])
         same.append([h["id"] for h in hits] == [doc_ids[j] for j in expected])
     assert np.mean(same) >= 0.99
+
+
+def test_sixteen_concurrent_clients_get_what_one_client_gets(served: Served, scifact_small) -> None:
+    """A bounded soak (benchmarks/serve_soak.py runs five minutes): 16 clients at once, no error, and every answer
+    the one the same query gets alone, although request threads share the tokenizer, the model and the store."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [q.text for q in scifact_small.queries[:8]]
+    with httpx.Client(base_url=served.url, headers={"X-API-Key": KEY}, timeout=60) as http:
+        alone = {q: [h["id"] for h in http.post("/search", json={"query": q, "k": 10}).json()["hits"]] for q in queries}
+    deadline = time.monotonic() + 15
+
+    def client_loop(offset: int) -> list[tuple[int, str, list[str]]]:
+        answers = []
+        with httpx.Client(base_url=served.url, headers={"X-API-Key": KEY}, timeout=60) as http:
+            for turn in range(12):
+                if time.monotonic() > deadline:
+                    break
+                query = queries[(offset + turn) % len(queries)]
+                response = http.post("/search", json={"query": query, "k": 10})
+                ids = [h["id"] for h in response.json()["hits"]] if response.status_code == 200 else []
+                answers.append((response.status_code, query, ids))
+        return answers
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [a for batch in pool.map(client_loop, range(16)) for a in batch]
+    assert len(answers) >= 16
+    assert {status for status, _, _ in answers} == {200}
+    assert all(ids == alone[query] for _, query, ids in answers)
 
 
 def test_search_filters_on_payload_fields(client: httpx.Client, scifact_small) -> None:

@@ -4,8 +4,10 @@ Vectors are cached under ``<cache>/embeddings/<encoder fingerprint>/`` in shards
 texts' SHA-256 keys and their vectors). A shard is written to a temporary file and renamed into place, so an
 interrupted run leaves either a whole shard or none; a shard that cannot be read back is discarded with a warning
 and its texts are encoded again. Encoding stores a shard every ``shard_size`` texts, so an interrupted comparison
-resumes where it stopped. The fingerprint covers the model's weights and every setting that changes its vectors:
-re-running a comparison with one more model encodes only that model.
+resumes where it stopped. A shard that cannot be written (a full disk) is an
+:class:`~embedlab.errors.EmbedlabError` naming the folder; the shards written before it stay readable. The
+fingerprint covers the model's weights and every setting that changes its vectors: re-running a comparison with
+one more model encodes only that model.
 
 Example::
 
@@ -19,6 +21,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +29,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from embedlab.errors import RETRY_FIX, EmbedlabError
 from embedlab.files import write_text_atomic
 from embedlab.models.encoders import Encoder, Role, Vectors
 
 log = logging.getLogger(__name__)
+
+STALE_SECONDS = 24 * 3600
 
 
 def text_key(text: str, role: Role) -> str:
@@ -51,7 +57,7 @@ class EmbeddingCache:
         if fingerprint not in self._loaded:
             entries: dict[str, NDArray[np.float32]] = {}
             folder = self._folder(fingerprint)
-            for shard in sorted(folder.glob("*.npz")) if folder.exists() else ():
+            for shard in self._shards(folder):
                 try:
                     with np.load(shard, allow_pickle=False) as data:
                         keys, vectors = data["keys"], data["vectors"]
@@ -66,6 +72,20 @@ class EmbeddingCache:
             self._loaded[fingerprint] = entries
         return self._loaded[fingerprint]
 
+    @staticmethod
+    def _shards(folder: Path) -> list[Path]:
+        """The finished shards. A temporary file (``.tmp-*``) may be another process's shard being written (never
+        read it, never delete it) or one left by a killed run (deleted once it is a day old)."""
+        if not folder.exists():
+            return []
+        for leftover in folder.glob(".tmp-*"):
+            try:
+                if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                    leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+
     def get(self, fingerprint: str, keys: Sequence[str]) -> dict[str, NDArray[np.float32]]:
         entries = self._entries(fingerprint)
         return {key: entries[key] for key in keys if key in entries}
@@ -75,11 +95,21 @@ class EmbeddingCache:
             return
         folder = self._folder(fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        try:
+            handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        except OSError as exc:
+            raise EmbedlabError(
+                f"{folder}: cannot store vectors in the cache ({exc.strerror}) (fix: {RETRY_FIX})"
+            ) from exc
         try:
             with os.fdopen(handle, "wb") as out:
                 np.savez(out, keys=np.array(keys), vectors=np.asarray(vectors, dtype=np.float32))
             os.replace(tmp, folder / f"{uuid.uuid4().hex}.npz")
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise EmbedlabError(
+                f"{folder}: cannot store vectors in the cache ({exc.strerror}) (fix: {RETRY_FIX})"
+            ) from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -98,8 +128,7 @@ class EmbeddingCache:
         write_text_atomic(self._folder(fingerprint) / f"{name}.count", str(int(value)))
 
     def size_bytes(self, fingerprint: str) -> int:
-        folder = self._folder(fingerprint)
-        return sum(p.stat().st_size for p in folder.glob("*.npz")) if folder.exists() else 0
+        return sum(p.stat().st_size for p in self._shards(self._folder(fingerprint)))
 
 
 def embed(
@@ -124,26 +153,26 @@ def embed(
     if missing:
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        # Closed also on an error, so that the error starts on a line of its own.
+        with tqdm(
             total=len(missing),
             desc=f"encode {encoder.spec.name} {'queries' if role == 'query' else 'documents'}",
             unit=role[0:3],
             disable=not show_progress,
-        )
-        # Sub-batches of several encoder batches keep the bar moving; each shard is stored as soon as it is done.
-        step = max(batch_size * 8, 1)
-        for start in range(0, len(missing), shard_size):
-            shard_keys = missing[start : start + shard_size]
-            parts = []
-            for sub in range(0, len(shard_keys), step):
-                sub_keys = shard_keys[sub : sub + step]
-                parts.append(encoder.encode([unique[k] for k in sub_keys], role=role, batch_size=batch_size))
-                progress.update(len(sub_keys))
-            vectors = np.concatenate(parts)
-            if cache is not None:
-                cache.put(encoder.fingerprint, shard_keys, vectors)
-            found.update(zip(shard_keys, vectors, strict=True))
-        progress.close()
+        ) as progress:
+            # Sub-batches of several encoder batches keep the bar moving; each shard is stored as soon as it is done.
+            step = max(batch_size * 8, 1)
+            for start in range(0, len(missing), shard_size):
+                shard_keys = missing[start : start + shard_size]
+                parts = []
+                for sub in range(0, len(shard_keys), step):
+                    sub_keys = shard_keys[sub : sub + step]
+                    parts.append(encoder.encode([unique[k] for k in sub_keys], role=role, batch_size=batch_size))
+                    progress.update(len(sub_keys))
+                vectors = np.concatenate(parts)
+                if cache is not None:
+                    cache.put(encoder.fingerprint, shard_keys, vectors)
+                found.update(zip(shard_keys, vectors, strict=True))
     if not keys:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+RETRY_FIX = "free some space (or fix the permissions) and run the same command again: it resumes where it stopped"
+"""The fix for a write that failed (a full disk): every write is atomic, so a re-run picks up where it stopped."""
+
 
 class EmbedlabError(Exception):
     """An error with a message meant for the user; the CLI prints it on one line."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from embedlab.errors import EmbedlabError
+from embedlab.errors import RETRY_FIX, EmbedlabError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,8 +26,28 @@ app = typer.Typer(
 BUNDLED = "stdlib-docs"
 
 
+_OS_FIXES = {
+    errno.ENOSPC: RETRY_FIX,
+    errno.EDQUOT: RETRY_FIX,
+    errno.EFBIG: "the file system or a limit refuses a file this large; write somewhere else",
+    errno.EACCES: "check the permissions, or choose another path",
+    errno.EPERM: "check the permissions, or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.EEXIST: "choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed read or write: the path, what the system said and what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    fix = _OS_FIXES.get(exc.errno or 0, "check the path and the disk, then run the same command again")
+    return f"{where}{exc.strerror or exc} (fix: {fix})"
+
+
 def user_errors(command: F) -> F:
-    """Turn an EmbedlabError into one line on stderr and exit status 2, never a traceback."""
+    """Turn an EmbedlabError (or a failed read or write: a full disk, a permission) into one line on stderr and
+    exit status 2, never a traceback. Writes are atomic, so what was written before the failure stays readable."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,8 +56,30 @@ def user_errors(command: F) -> F:
         except EmbedlabError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            typer.echo(f"error: {os_error_message(exc)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def out_folder(path: Path, option: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be the output folder: not a file, not under a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EmbedlabError(f"{option} {path}: is a file, not a folder (fix: give a folder, new or existing)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EmbedlabError(f"{option} {path}: {parent} is a file, not a folder (fix: give another folder)")
+            break
+    return path
+
+
+def check_positive(option: str, value: int | None) -> None:
+    """Counts such as --batch-size: 1 or more (a 0 would otherwise surface as a traceback deep in an encoder)."""
+    if value is not None and value < 1:
+        raise EmbedlabError(f"{option} must be 1 or more (got {value})")
 
 
 def split_list(value: str) -> list[str]:
@@ -52,26 +96,60 @@ def parse_k_values(value: str) -> list[int]:
     return ks
 
 
-def load_retrieval_data(data: str, split: str, allow_unknown_ids: bool = False) -> Any:
-    """The bundled default for ``stdlib-docs``; otherwise a BEIR folder, a pairs file or a folder of documents."""
+def load_retrieval_data(
+    data: str,
+    split: str,
+    allow_unknown_ids: bool = False,
+    duplicate_judgements: str = "error",
+    strict: bool = False,
+) -> Any:
+    """The bundled default for ``stdlib-docs``; otherwise a BEIR folder, a pairs file or a folder of documents.
+
+    What the loader skipped or merged (its warnings: unreadable files, duplicate judgements, dropped rows) is
+    printed as ``warning: ...`` lines on stderr; the dataset's ``load_report`` carries it into the reports.
+    """
     if data == BUNDLED:
         from embedlab.data.stdlib_docs import load_stdlib_docs
 
         return load_stdlib_docs()
-    from embedlab.data.loaders import load_dataset
+    from embedlab.data.loaders import DUPLICATE_POLICIES, DataWarning, load_dataset
 
+    if duplicate_judgements not in DUPLICATE_POLICIES:
+        raise EmbedlabError(
+            f"--duplicate-judgements takes {', '.join(DUPLICATE_POLICIES)} (got '{duplicate_judgements}')"
+        )
     path = Path(data)
     if not path.exists():
         raise EmbedlabError(
             f"{data}: no such file or folder (fix: give a BEIR folder, a pairs file, "
             f"a folder of documents, or '{BUNDLED}' for the bundled default)"
         )
-    return load_dataset(path, split=split, allow_unknown_ids=allow_unknown_ids)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        dataset = load_dataset(
+            path,
+            split=split,
+            allow_unknown_ids=allow_unknown_ids,
+            duplicate_judgements=duplicate_judgements,  # checked above
+            strict=strict,
+        )
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            typer.echo(f"warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return dataset
 
 
-def load_evaluation_data(data: str, split: str, allow_unknown_ids: bool = False) -> Any:
+def load_evaluation_data(
+    data: str,
+    split: str,
+    allow_unknown_ids: bool = False,
+    duplicate_judgements: str = "error",
+    strict: bool = False,
+) -> Any:
     """:func:`load_retrieval_data` for commands that score queries: it must have judged queries; says what it read."""
-    dataset = load_retrieval_data(data, split, allow_unknown_ids)
+    dataset = load_retrieval_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
     if not dataset.queries:
         raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to evaluate")
     typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True)
@@ -85,13 +163,34 @@ def open_cache(cache_dir: Path | None) -> Any:
     return EmbeddingCache(cache_dir or cache_root())
 
 
+PAIR_COLUMNS = "columns query/positive, anchor/positive/negative (sentence-transformers) or question/answer"
 DataOption = Annotated[
-    str, typer.Option("--data", help=f"BEIR folder, pairs file (.jsonl/.csv), folder of documents, or '{BUNDLED}'.")
+    str,
+    typer.Option(
+        "--data",
+        help=f"BEIR folder, pairs file (.jsonl/.csv/.tsv; {PAIR_COLUMNS}), folder of documents, or '{BUNDLED}'.",
+    ),
 ]
 ModelsOption = Annotated[
     str, typer.Option("--models", help="Comma-separated: catalog names (see `embedlab models`), folders, hub ids.")
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder for the JSON and Markdown results.")]
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="A folder of documents: stop at a file that cannot be read (damaged PDF, not UTF-8) instead of "
+        "skipping it. Skipped files are listed on stderr and in the report.",
+    ),
+]
+DuplicateJudgementsOption = Annotated[
+    str,
+    typer.Option(
+        "--duplicate-judgements",
+        help="A BEIR qrels file judging the same query and document twice: error (the default), or keep the "
+        "'last' grade or the 'max' grade (as trec_eval and BEIR keep one); the report counts them.",
+    ),
+]
 CacheOption = Annotated[
     Path | None, typer.Option("--cache", help="Embedding cache folder (default: $EMBEDLAB_CACHE or ~/.cache/embedlab).")
 ]

@@ -12,12 +12,16 @@ from embedlab.cli._app import (
     BackendOption,
     CacheOption,
     DataOption,
+    DuplicateJudgementsOption,
     ModelsOption,
     OutOption,
+    StrictOption,
     app,
     backend_scope,
+    check_positive,
     load_evaluation_data,
     open_cache,
+    out_folder,
     parse_k_values,
     split_list,
     user_errors,
@@ -38,6 +42,8 @@ def compare(
     allow_unknown_ids: Annotated[
         bool, typer.Option(help="Drop judgements naming unknown queries or documents instead of failing.")
     ] = False,
+    duplicate_judgements: DuplicateJudgementsOption = "error",
+    strict: StrictOption = False,
     backend: BackendOption = "auto",
 ) -> None:
     """Rank candidate models on your data: nDCG, Recall, Precision, MRR and MAP at every cut-off.
@@ -51,13 +57,16 @@ def compare(
     """
     from embedlab.evaluate.compare import compare as run_compare
 
+    out_folder(out)
+    check_positive("--batch-size", batch_size)
     scope = backend_scope(backend)
-    dataset = load_evaluation_data(data, split, allow_unknown_ids)
+    k_values = parse_k_values(k)
+    dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
     with scope:
         comparison = run_compare(
             dataset,
             split_list(models),
-            k_values=parse_k_values(k),
+            k_values=k_values,
             cache=open_cache(cache_dir),
             batch_size=batch_size,
             show_progress=True,
@@ -89,6 +98,8 @@ def sts(
     from embedlab.data.loaders import load_sts
     from embedlab.evaluate.compare import compare_sts
 
+    out_folder(out)
+    check_positive("--batch-size", batch_size)
     scope = backend_scope(backend)
     path = Path(data)
     if not path.exists():

@@ -14,10 +14,14 @@ from embedlab.cli._app import (
     BackendOption,
     CacheOption,
     DataOption,
+    DuplicateJudgementsOption,
+    StrictOption,
     app,
     backend_scope,
+    check_positive,
     load_retrieval_data,
     open_cache,
+    out_folder,
     user_errors,
 )
 from embedlab.errors import EmbedlabError
@@ -84,6 +88,8 @@ def index(
     split: Annotated[str, typer.Option(help="--sweep: the judgement split whose queries are measured.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Documents per upsert batch.")] = 256,
     cache_dir: CacheOption = None,
+    duplicate_judgements: DuplicateJudgementsOption = "error",
+    strict: StrictOption = False,
     backend: BackendOption = "auto",
 ) -> None:
     """Index a corpus into a vector store (re-running resumes and never duplicates), or sweep index settings.
@@ -114,6 +120,9 @@ def index(
     from embedlab.index.store import check_supported
 
     _quiet_milvus()
+    if out is not None:
+        out_folder(out)
+    check_positive("--batch-size", batch_size)
     config = IndexConfig(
         index=cast(IndexKind, index_kind),  # validated by IndexConfig
         quantize=cast(Quantization, quantize),
@@ -128,7 +137,7 @@ def index(
     if not sweep:
         check_supported(store, config)
     scope = backend_scope(backend)
-    dataset = load_retrieval_data(data, split)
+    dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
     cache = open_cache(cache_dir)
     if sweep:
         from embedlab.index.build import parse_system

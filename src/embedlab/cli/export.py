@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from embedlab.cli._app import BUNDLED, CacheOption, DataOption, app, load_retrieval_data, open_cache, user_errors
+from embedlab.cli._app import (
+    BUNDLED,
+    CacheOption,
+    DataOption,
+    DuplicateJudgementsOption,
+    StrictOption,
+    app,
+    check_positive,
+    load_retrieval_data,
+    open_cache,
+    out_folder,
+    user_errors,
+)
 from embedlab.errors import EmbedlabError
 
 
@@ -35,6 +47,8 @@ def export(
     ] = 0.5,
     batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 32,
     cache_dir: CacheOption = None,
+    duplicate_judgements: DuplicateJudgementsOption = "error",
+    strict: StrictOption = False,
 ) -> None:
     """Export a model for a faster backend, but only if nDCG@10 on your data drops by at most --max-ndcg-drop points.
 
@@ -49,7 +63,9 @@ def export(
     from embedlab.models.backends import check_backend_name
 
     check_backend_name(backend)
-    dataset = load_retrieval_data(data, split)
+    out_folder(out)
+    check_positive("--batch-size", batch_size)
+    dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
     if not dataset.queries:
         raise EmbedlabError(f"{data}: no queries with judgements in split '{split}' to gate the export on")
     typer.echo(

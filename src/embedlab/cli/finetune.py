@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from embedlab.cli._app import CacheOption, app, open_cache, parse_k_values, split_list, user_errors
+from embedlab.cli._app import (
+    PAIR_COLUMNS,
+    CacheOption,
+    app,
+    open_cache,
+    out_folder,
+    parse_k_values,
+    split_list,
+    user_errors,
+)
 from embedlab.errors import EmbedlabError
 from embedlab.finetune.config import FinetuneConfig
 
@@ -28,7 +37,11 @@ def _window(value: str) -> tuple[int, int]:
 def finetune(
     data: Annotated[
         str,
-        typer.Option("--data", help="BEIR folder (train → test judgements), pairs file, or a folder of documents."),
+        typer.Option(
+            "--data",
+            help=f"BEIR folder (train → test judgements), pairs file ({PAIR_COLUMNS}), or a folder of documents "
+            "(unreadable files are skipped and listed).",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for model/, finetune.json, finetune.md.")],
     base: Annotated[str, typer.Option("--base", help="Model to fine-tune: catalog name, folder or hub id.")] = (
@@ -67,7 +80,9 @@ def finetune(
     export_suspects: Annotated[
         Path | None, typer.Option("--export-suspects", help="Write dropped candidates (JSONL) for review.")
     ] = None,
-    pairs: Annotated[Path | None, typer.Option("--pairs", help="Extra pair/triplet file (JSONL/CSV/TSV).")] = None,
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help=f"Extra pair/triplet file (JSONL/CSV/TSV; {PAIR_COLUMNS}).")
+    ] = None,
     scored: Annotated[
         Path | None, typer.Option("--scored", help="Scored sentence pairs for cosine/cosent/contrastive losses.")
     ] = None,
@@ -132,7 +147,15 @@ def finetune(
     """
     from embedlab.finetune.run import finetune as run_finetune
 
-    dims = tuple(int(d) for d in split_list(matryoshka)) if matryoshka else ()
+    out_folder(out)
+    if export_suspects is not None and export_suspects.is_dir():
+        raise EmbedlabError(f"--export-suspects {export_suspects}: is a folder (fix: name a .jsonl file)")
+    try:
+        dims = tuple(int(d) for d in split_list(matryoshka)) if matryoshka else ()
+    except ValueError:
+        raise EmbedlabError(
+            f"--matryoshka takes whole numbers separated by commas, e.g. 384,256,128 (got '{matryoshka}')"
+        ) from None
     config = FinetuneConfig.create(
         base=base,
         loss=loss,

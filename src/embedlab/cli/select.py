@@ -12,10 +12,14 @@ from embedlab.cli._app import (
     BackendOption,
     CacheOption,
     DataOption,
+    DuplicateJudgementsOption,
+    StrictOption,
     app,
     backend_scope,
+    check_positive,
     load_evaluation_data,
     open_cache,
+    out_folder,
     parse_k_values,
     split_list,
     user_errors,
@@ -62,6 +66,8 @@ def select_command(
     allow_unknown_ids: Annotated[
         bool, typer.Option(help="Drop judgements naming unknown queries or documents instead of failing.")
     ] = False,
+    duplicate_judgements: DuplicateJudgementsOption = "error",
+    strict: StrictOption = False,
     backend: BackendOption = "auto",
 ) -> None:
     """Choose a model for your data: quality with confidence intervals, measured cost, a recommendation, a report.
@@ -80,6 +86,8 @@ def select_command(
     from embedlab.recommend import Constraints
     from embedlab.select import SelectConfig, select
 
+    out_folder(out)
+    check_positive("--batch-size", batch_size)
     config = SelectConfig(
         models=tuple(split_list(models)),
         k_values=tuple(parse_k_values(k)),
@@ -98,7 +106,7 @@ def select_command(
         batch_size=batch_size,
     )
     scope = backend_scope(backend)
-    dataset = load_evaluation_data(data, split, allow_unknown_ids)
+    dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
     with scope:
         selection = select(
             dataset,

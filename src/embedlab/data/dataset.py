@@ -70,6 +70,9 @@ class RetrievalDataset:
     qrels: Qrels
     source: str = ""
     split: str = ""
+    load_report: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """What the loader accepted but did not load as written: ``skipped_files`` (``[{"file", "problem"}]``) and
+    ``duplicate_judgements`` (``{"rows", "conflicting", "kept"}``). Empty when everything loaded as written."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corpus", tuple(self.corpus))
@@ -111,17 +114,34 @@ class RetrievalDataset:
             qrels={q: dict(d) for q, d in self.qrels.items() if q in kept_ids},
             source=self.source,
             split=self.split,
+            load_report=self.load_report,
         )
 
     def describe(self) -> dict[str, Any]:
-        """What a report records about the data: name, source, split, counts and content hash."""
-        return {
+        """What a report records about the data: name, source, split, counts, content hash and, when the loader
+        skipped or merged anything, its ``load_report``."""
+        described = {
             "name": self.name,
             "source": self.source,
             "split": self.split,
             **self.stats(),
             "content_hash": self.content_hash,
         }
+        if self.load_report:
+            described["load_report"] = dict(self.load_report)
+        return described
+
+
+def load_notes(load_report: Mapping[str, Any]) -> list[str]:
+    """A :attr:`RetrievalDataset.load_report` in words, one line per fact, for the Markdown and HTML reports."""
+    notes = [f"skipped {item['file']}: {item['problem']}" for item in load_report.get("skipped_files", ())]
+    duplicates = load_report.get("duplicate_judgements")
+    if duplicates:
+        notes.append(
+            f"{duplicates['rows']} duplicate judgement(s), {duplicates['conflicting']} with another grade: kept the "
+            f"{'highest' if duplicates['kept'] == 'max' else 'last'} grade"
+        )
+    return notes
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,20 @@ Formats
   is kept. Ids may be JSON strings or integers (integers become strings). Texts are kept exactly as written.
   Errors: malformed JSON, missing or empty ``_id``, duplicate ids, a document whose text and title are both
   empty, a kept query with empty text, non-UTF-8 bytes, a qrels line without three fields, a grade that is not
-  an integer (``2.0`` is accepted as 2, ``0.5`` is not), the same judgement twice, a missing
+  an integer (``2.0`` is accepted as 2, ``0.5`` is not), the same judgement twice (unless
+  ``duplicate_judgements`` is ``"last"`` or ``"max"``: then one grade is kept and ``load_report`` counts the
+  duplicates, as trec_eval and BEIR keep one), a missing
   ``qrels/<split>.tsv`` (the error lists the splits there are), and judgements naming query or document ids
   that do not exist. Unknown ids are counted and up to three are shown; with ``allow_unknown_ids=True`` those
   rows are dropped with a :class:`DataWarning` instead.
 
 :func:`load_pairs` — query–document pairs, as JSONL or CSV/TSV with a header row:
 
-  ``query`` and ``positive`` (or ``document``) are required; ``negative`` is optional (in JSONL a string or
-  a list of strings, also accepted as ``negatives``; in CSV/TSV one or more columns ``negative``,
+  ``query`` and ``positive`` (or ``document``) are required; sentence-transformers' own names (``anchor``,
+  ``positive``, ``negative``) and question–answer files (``question``, ``answer``) are accepted as aliases of
+  ``query`` and ``positive`` (two names for the same column in one file are an error); ``negative`` is
+  optional (in JSONL a string or a list of strings, also accepted as ``negatives``; in CSV/TSV one or more
+  columns ``negative``,
   ``negative_1``, ``negative2``, ... whose empty cells are skipped); ``score`` (a number) is optional. Other
   fields are ignored.
   CSV is parsed with standard CSV quoting; TSV is split on tabs with no quoting (quote characters are text).
@@ -60,9 +65,11 @@ its negatives and score, for fine-tuning.
   or else the file stem; ``metadata`` holds ``source`` (the relative path), ``chunk``, ``start`` and ``end``
   (character offsets in the extracted text), ``tokens`` and, for PDFs, ``page`` (1-based page where the chunk
   starts). Files are visited in sorted order of their relative paths, so two loads are identical. Hidden files
-  and folders (names starting with ``.``) are skipped. A file with no extractable text (a scanned PDF) is
-  skipped with a :class:`DataWarning`; a folder with no text at all, an unreadable PDF or a text file that is
-  not UTF-8 is a :class:`~embedlab.errors.DataError`.
+  and folders (names starting with ``.``) are skipped. A file with no extractable text (a scanned PDF) and a
+  file that cannot be read (a damaged or password-protected PDF, a text file that is not UTF-8) are skipped
+  with a :class:`DataWarning` and listed in the dataset's ``load_report["skipped_files"]`` (``strict=True``
+  makes an unreadable file a :class:`~embedlab.errors.DataError`); a folder with no text at all, or a single
+  file given on its own that cannot be read, is a :class:`~embedlab.errors.DataError`.
 
 :func:`load_dataset` — picks the loader from the path: a folder with ``corpus.jsonl`` is BEIR, a
 ``.jsonl``, ``.csv`` or ``.tsv`` file is pairs, any other folder (or a ``.txt``/``.md``/``.html``/``.pdf``
@@ -95,7 +102,7 @@ import warnings
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from embedlab.data.chunking import chunk_text
 from embedlab.data.dataset import Document, Query, RetrievalDataset, ScoredPair, ScoredPairs
@@ -103,6 +110,7 @@ from embedlab.errors import DataError
 
 __all__ = [
     "DOCUMENT_SUFFIXES",
+    "DUPLICATE_POLICIES",
     "PAIR_SUFFIXES",
     "DataWarning",
     "TrainingExample",
@@ -118,6 +126,9 @@ DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 PAIR_SUFFIXES = (".jsonl", ".csv", ".tsv")
 
 _UTF8_FIX = "re-save the file as UTF-8"
+
+DuplicatePolicy = Literal["error", "last", "max"]
+DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = ("error", "last", "max")
 _MAX_EXAMPLES = 3
 
 
@@ -277,11 +288,17 @@ def load_beir(
     *,
     name: str | None = None,
     allow_unknown_ids: bool = False,
+    duplicate_judgements: DuplicatePolicy = "error",
 ) -> RetrievalDataset:
     """Load a BEIR folder for one split: the whole corpus, the queries judged in ``qrels/<split>.tsv``.
 
-    ``name`` defaults to the folder name. See the module docstring for the format and the checks.
+    ``name`` defaults to the folder name. ``duplicate_judgements`` says what a second judgement of the same query
+    and document does: ``"error"`` (the default) refuses the file, ``"last"`` keeps the later grade, ``"max"``
+    the higher one; either way the dataset's ``load_report`` counts them. See the module docstring for the format
+    and the checks.
     """
+    if duplicate_judgements not in DUPLICATE_POLICIES:
+        raise ValueError(f"duplicate_judgements must be one of {', '.join(DUPLICATE_POLICIES)}")
     root = Path(path)
     if not root.is_dir():
         raise DataError(
@@ -304,7 +321,9 @@ def load_beir(
 
     corpus = _read_beir_corpus(corpus_path)
     queries, query_lines = _read_beir_queries(queries_path)
-    qrels, unknown_count, unknown_examples = _read_qrels(qrels_path, set(query_lines), {doc.id for doc in corpus})
+    qrels, unknown_count, unknown_examples, duplicates = _read_qrels(
+        qrels_path, set(query_lines), {doc.id for doc in corpus}, duplicate_judgements
+    )
     if unknown_count:
         problem = f"{unknown_count} judgement row(s) name ids not in queries.jsonl or corpus.jsonl, e.g. " + "; ".join(
             f"line {line}: {what}" for line, what in unknown_examples
@@ -315,7 +334,7 @@ def load_beir(
                 problem,
                 line=unknown_examples[0][0],
                 fix="check that the qrels belong to this corpus and these queries, "
-                "or pass allow_unknown_ids=True to drop those rows",
+                "or pass --allow-unknown-ids (allow_unknown_ids=True in the API) to drop those rows",
             )
         warnings.warn(f"{qrels_path}: dropped {problem}", DataWarning, stacklevel=2)
     if not qrels:
@@ -330,6 +349,13 @@ def load_beir(
                 line=query_lines[query.id],
                 fix="give every judged query a non-empty 'text'",
             )
+    if duplicates["rows"]:
+        warnings.warn(
+            f"{qrels_path}: {duplicates['rows']} duplicate judgement(s), {duplicates['conflicting']} with a "
+            f"different grade; kept the {'higher' if duplicate_judgements == 'max' else 'later'} grade",
+            DataWarning,
+            stacklevel=2,
+        )
     return RetrievalDataset(
         name=name or root.resolve().name,
         corpus=corpus,
@@ -337,6 +363,7 @@ def load_beir(
         qrels=qrels,
         source=str(root),
         split=split,
+        load_report={"duplicate_judgements": duplicates} if duplicates["rows"] else {},
     )
 
 
@@ -392,11 +419,13 @@ _QRELS_HEADER_NAMES = frozenset({"query-id", "query_id", "queryid", "qid", "quer
 
 
 def _read_qrels(
-    path: Path, query_ids: set[str], doc_ids: set[str]
-) -> tuple[dict[str, dict[str, int]], int, list[tuple[int, str]]]:
-    """Judgements naming known ids, the number of rows naming unknown ids, and up to 3 examples of those."""
+    path: Path, query_ids: set[str], doc_ids: set[str], duplicate_judgements: DuplicatePolicy = "error"
+) -> tuple[dict[str, dict[str, int]], int, list[tuple[int, str]], dict[str, Any]]:
+    """Judgements naming known ids, the number of rows naming unknown ids, up to 3 examples of those, and what
+    was done with duplicate judgements (``rows``, ``conflicting``: with another grade, ``kept``: the policy)."""
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[tuple[str, str], int] = {}
+    duplicates: dict[str, Any] = {"rows": 0, "conflicting": 0, "kept": duplicate_judgements}
     unknown_count = 0
     unknown_examples: list[tuple[int, str]] = []
     first = True
@@ -433,16 +462,23 @@ def _read_qrels(
                 unknown_examples.append((line, " and ".join(missing)))
             continue
         if (query_id, doc_id) in first_line:
-            raise DataError(
-                path,
-                f"duplicate judgement for query '{query_id}' and document '{doc_id}' "
-                f"(first on line {first_line[query_id, doc_id]})",
-                line=line,
-                fix="keep one line per query and document",
-            )
-        first_line[query_id, doc_id] = line
+            if duplicate_judgements == "error":
+                raise DataError(
+                    path,
+                    f"duplicate judgement for query '{query_id}' and document '{doc_id}' "
+                    f"(first on line {first_line[query_id, doc_id]})",
+                    line=line,
+                    fix="keep one line per query and document, or pass --duplicate-judgements last or max "
+                    "(duplicate_judgements= in the API) to keep one of them",
+                )
+            previous = qrels[query_id][doc_id]
+            duplicates["rows"] += 1
+            duplicates["conflicting"] += previous != grade
+            if duplicate_judgements == "max":
+                grade = max(grade, previous)
+        first_line.setdefault((query_id, doc_id), line)
         qrels.setdefault(query_id, {})[doc_id] = grade
-    return qrels, unknown_count, unknown_examples
+    return qrels, unknown_count, unknown_examples, duplicates
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -512,9 +548,10 @@ def _example(
     negatives: Iterable[str],
     score: Any,
     positive_field: str,
+    query_field: str = "query",
 ) -> TrainingExample:
     example = TrainingExample(
-        query=_clean_text(query, "query", path, line),
+        query=_clean_text(query, query_field, path, line),
         positive=_clean_text(positive, positive_field, path, line),
         negatives=tuple(_clean_text(n, "negative", path, line) for n in negatives),
         score=None if score is None else _parse_score(score, path, line),
@@ -531,6 +568,7 @@ def _example(
 
 def _json_pair_rows(path: Path) -> Iterator[tuple[int, TrainingExample]]:
     for line, record in _json_lines(path):
+        query_field = _query_field(record.keys(), path, line)
         positive_field = _positive_field(record.keys(), path, line)
         negatives: list[str] = []
         for key in ("negative", "negatives"):
@@ -550,32 +588,56 @@ def _json_pair_rows(path: Path) -> Iterator[tuple[int, TrainingExample]]:
             _example(
                 path,
                 line,
-                _str_field(record, "query", path, line, required=True),
+                _str_field(record, query_field, path, line, required=True),
                 _str_field(record, positive_field, path, line, required=True),
                 negatives,
                 score,
                 positive_field,
+                query_field,
             ),
         )
 
 
-def _positive_field(fields: Iterable[str], path: Path, line: int) -> str:
-    present = [field for field in ("positive", "document") if field in fields]
-    if not present:
+# sentence-transformers' own column names (anchor, positive, negative) and question–answer files are accepted.
+QUERY_FIELDS = ("query", "anchor", "question")
+POSITIVE_FIELDS = ("positive", "document", "answer")
+
+
+def _one_of(names: tuple[str, ...], fields: Iterable[str], path: Path, line: int, what: str) -> str | None:
+    present = [name for name in names if name in fields]
+    if len(present) > 1:
         raise DataError(
             path,
-            "missing field 'positive' (or 'document')",
+            f"both {' and '.join(repr(name) for name in present)} given",
+            line=line,
+            fix=f"name the {what} once, as '{names[0]}'",
+        )
+    return present[0] if present else None
+
+
+def _query_field(fields: Iterable[str], path: Path, line: int) -> str:
+    fields = list(fields)
+    found = _one_of(QUERY_FIELDS, fields, path, line, "query")
+    if found is None:
+        raise DataError(
+            path,
+            "missing field 'query' (or 'anchor', 'question')",
+            line=line,
+            fix="give every row its query as 'query'",
+        )
+    return found
+
+
+def _positive_field(fields: Iterable[str], path: Path, line: int) -> str:
+    found = _one_of(POSITIVE_FIELDS, list(fields), path, line, "relevant text")
+    if found is None:
+        raise DataError(
+            path,
+            "missing field 'positive' (or 'document', 'answer')",
             line=line,
             fix="give every row the relevant text as 'positive'",
         )
-    if len(present) == 2:
-        raise DataError(
-            path,
-            "both 'positive' and 'document' given",
-            line=line,
-            fix="name the relevant text once, as 'positive'",
-        )
-    return present[0]
+    return found
 
 
 _NEGATIVE_COLUMN = re.compile(r"negatives?(?:[ _-]?\d+)?")
@@ -616,18 +678,19 @@ def _table_pair_rows(path: Path, *, tsv: bool) -> Iterator[tuple[int, TrainingEx
     if not header:
         raise DataError(path, "empty file", fix="start with a header row: query, positive (negative, score)")
     columns = [cell.strip().lower() for cell in header]
-    if "query" not in columns:
+    if not any(name in columns for name in QUERY_FIELDS):
         looks_sts = "sentence1" in columns or len(header) >= 7 or (not tsv and "\t" in ",".join(header))
         raise DataError(
             path,
-            "missing column 'query' in the header row",
+            "missing column 'query' (or 'anchor', 'question') in the header row",
             line=header_line,
             fix="this looks like an STS file: load it with load_sts"
             if looks_sts
             else "start the file with a header row naming the columns query, positive (and negative, score)",
         )
+    query_field = _query_field(columns, path, header_line)
     positive_field = _positive_field(columns, path, header_line)
-    query_at, positive_at = columns.index("query"), columns.index(positive_field)
+    query_at, positive_at = columns.index(query_field), columns.index(positive_field)
     negative_at = [i for i, column in enumerate(columns) if _NEGATIVE_COLUMN.fullmatch(column)]
     score_at = columns.index("score") if "score" in columns else None
     for line, row in records:
@@ -650,6 +713,7 @@ def _table_pair_rows(path: Path, *, tsv: bool) -> Iterator[tuple[int, TrainingEx
                 [row[i] for i in negative_at if row[i].strip()],
                 score or None,
                 positive_field,
+                query_field,
             ),
         )
 
@@ -776,11 +840,15 @@ def load_folder(
     tokenizer: Any = None,
     *,
     name: str | None = None,
+    strict: bool = False,
 ) -> RetrievalDataset:
     """A corpus (no queries) of token-bounded, overlapping chunks of the documents under ``path``.
 
-    ``path`` may also be a single document file. ``name`` defaults to the folder (or file) name. See the
-    module docstring for the file types, ids and metadata, and :mod:`embedlab.data.chunking` for
+    ``path`` may also be a single document file. ``name`` defaults to the folder (or file) name. A file in the
+    folder that cannot be read (a damaged or password-protected PDF, a text file that is not UTF-8, no read
+    permission) is skipped: it is named in a :class:`DataWarning` and in the dataset's
+    ``load_report["skipped_files"]``; with ``strict=True`` it is a :class:`~embedlab.errors.DataError` instead.
+    See the module docstring for the file types, ids and metadata, and :mod:`embedlab.data.chunking` for
     ``tokenizer``.
     """
     root = Path(path)
@@ -799,8 +867,16 @@ def load_folder(
 
     documents: list[Document] = []
     empty: list[str] = []
+    unreadable: list[DataError] = []
     for relative, file in files:
-        title, text, page_starts = _extract(file)
+        try:
+            title, text, page_starts = _extract(file)
+        except DataError as error:
+            # One bad file among many should not stop the load: it is listed instead (strict: it stops it).
+            if strict or root.is_file():
+                raise
+            unreadable.append(error)
+            continue
         chunks = chunk_text(text, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer)
         if not chunks:
             empty.append(relative)
@@ -823,7 +899,20 @@ def load_folder(
                 )
             )
     if not documents:
+        if unreadable:
+            raise DataError(
+                root,
+                f"no readable text in {len(files)} file(s); {len(unreadable)} could not be read, the first "
+                f"{unreadable[0].path}: {unreadable[0].problem}",
+                fix=unreadable[0].fix,
+            )
         raise DataError(root, f"no text found in {len(files)} file(s)", fix="check the files are not empty or scanned")
+    if unreadable:
+        warnings.warn(
+            f"{root}: skipped {len(unreadable)} unreadable file(s): " + "; ".join(map(str, unreadable)),
+            DataWarning,
+            stacklevel=2,
+        )
     if empty:
         warnings.warn(
             f"{root}: skipped {len(empty)} file(s) with no text (scanned PDFs need OCR first), e.g. "
@@ -831,8 +920,16 @@ def load_folder(
             DataWarning,
             stacklevel=2,
         )
+    skipped = [
+        {"file": Path(error.path).relative_to(root).as_posix(), "problem": str(error)} for error in unreadable
+    ] + [{"file": relative, "problem": "no text (a scanned PDF needs OCR first)"} for relative in empty]
     return RetrievalDataset(
-        name=name or root.resolve().name, corpus=tuple(documents), queries=(), qrels={}, source=str(root)
+        name=name or root.resolve().name,
+        corpus=tuple(documents),
+        queries=(),
+        qrels={},
+        source=str(root),
+        load_report={"skipped_files": skipped} if skipped else {},
     )
 
 
@@ -947,16 +1044,25 @@ def load_dataset(
     chunk_tokens: int = 256,
     overlap_tokens: int = 32,
     tokenizer: Any = None,
+    duplicate_judgements: DuplicatePolicy = "error",
+    strict: bool = False,
 ) -> RetrievalDataset:
     """Load retrieval data with the loader the path calls for (see the module docstring).
 
-    ``split`` and ``allow_unknown_ids`` apply to BEIR folders; the chunking arguments to folders of documents.
+    ``split``, ``allow_unknown_ids`` and ``duplicate_judgements`` apply to BEIR folders; the chunking arguments
+    and ``strict`` to folders of documents.
     """
     source = Path(path)
     if source.is_dir():
         if (source / "corpus.jsonl").is_file():
-            return load_beir(source, split, name=name, allow_unknown_ids=allow_unknown_ids)
-        return load_folder(source, chunk_tokens, overlap_tokens, tokenizer, name=name)
+            return load_beir(
+                source,
+                split,
+                name=name,
+                allow_unknown_ids=allow_unknown_ids,
+                duplicate_judgements=duplicate_judgements,
+            )
+        return load_folder(source, chunk_tokens, overlap_tokens, tokenizer, name=name, strict=strict)
     if not source.exists():
         raise DataError(source, "no such file or folder", fix="check the path")
     suffix = source.suffix.lower()

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlab.data.dataset import RetrievalDataset, ScoredPairs
+from embedlab.data.dataset import RetrievalDataset, ScoredPairs, load_notes
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.evaluate.metrics import RunScores, evaluate_run
 from embedlab.evaluate.sts import sts_correlation
@@ -147,6 +147,8 @@ class Comparison:
             f"{data['documents']} documents, {data['queries']} queries ({data.get('split') or 'all'}), "
             f"data hash `{data['content_hash'][:12]}`. Scores ×100; best first by {self.primary}.",
             "",
+            *(f"- {note}" for note in load_notes(data.get("load_report", {}))),
+            *([""] if data.get("load_report") else []),
             markdown_table(headers, rows),
             "",
             *(f"{line}  " for line in footnotes),

@@ -275,7 +275,13 @@ def bf16_supported() -> bool:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name))]
+    """The last complete checkpoint. The trainer writes ``trainer_state.json`` last, so a run killed while saving
+    leaves a folder without it, which cannot be resumed from (the next save of that step overwrites it)."""
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.glob("checkpoint-*")
+        if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
+    ]
     return max(found)[1] if found else None
 
 

@@ -214,8 +214,10 @@ class IndexManifest:
             raise EmbedlabError(f"{folder}: no index here (no {MANIFEST_FILE}; build one with `embedlab index`)")
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EmbedlabError(f"{path}: unreadable index manifest ({exc}); rebuild the index") from None
+        except (ValueError, KeyError, TypeError, AttributeError, EmbedlabError) as exc:
+            raise EmbedlabError(
+                f"{path}: unreadable index manifest ({exc}) (fix: rebuild the index with `embedlab index`)"
+            ) from None
 
     def write(self, folder: Path) -> Path:
         return write_json_atomic(Path(folder) / MANIFEST_FILE, self.to_dict())
@@ -298,10 +300,10 @@ def build_index(
             "source": dataset.source,
             "documents": len(dataset.corpus),
             "corpus_hash": hashlib.sha256("".join(hashes).encode()).hexdigest(),
+            **({"load_report": dict(dataset.load_report)} if dataset.load_report else {}),
         },
     )
     _check_compatible(out, manifest)
-    manifest.write(out)
     position = {d.id: i for i, d in enumerate(dataset.corpus)}
     counts = {"documents": len(dataset.corpus), "added": 0, "updated": 0, "unchanged": 0}
     seconds = {"encode": 0.0, "upsert": 0.0}
@@ -310,38 +312,39 @@ def build_index(
         store, index_dir=out, uri=uri, collection=collection, config=resolved, dim=dim, create=True, lexical=lexical
     )
     try:
+        # Only once the store opened: a refused --uri leaves no manifest behind.
+        manifest.write(out)
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        with tqdm(
             total=len(dataset.corpus), desc=f"index {manifest.system}", unit="doc", disable=not show_progress
-        )
-        for batch in _batches(dataset.corpus, batch_size):
-            stored = vector_store.content_hashes(ids=[d.id for d in batch])
-            todo = [d for d in batch if stored.get(d.id) != hashes[position[d.id]]]
-            counts["unchanged"] += len(batch) - len(todo)
-            counts["updated"] += sum(1 for d in todo if d.id in stored)
-            counts["added"] += sum(1 for d in todo if d.id not in stored)
-            if todo:
-                tick = time.perf_counter()
-                texts = [d.full_text for d in todo]
-                if encoder is not None:
-                    vectors = resolved.prepare(
-                        embed(encoder, texts, role="document", cache=cache, batch_size=encode_batch_size)
+        ) as progress:
+            for batch in _batches(dataset.corpus, batch_size):
+                stored = vector_store.content_hashes(ids=[d.id for d in batch])
+                todo = [d for d in batch if stored.get(d.id) != hashes[position[d.id]]]
+                counts["unchanged"] += len(batch) - len(todo)
+                counts["updated"] += sum(1 for d in todo if d.id in stored)
+                counts["added"] += sum(1 for d in todo if d.id not in stored)
+                if todo:
+                    tick = time.perf_counter()
+                    texts = [d.full_text for d in todo]
+                    if encoder is not None:
+                        vectors = resolved.prepare(
+                            embed(encoder, texts, role="document", cache=cache, batch_size=encode_batch_size)
+                        )
+                    else:
+                        vectors = np.zeros((len(todo), 0), dtype=np.float32)
+                    seconds["encode"] += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    vector_store.upsert(
+                        ids=[d.id for d in todo],
+                        vectors=vectors,
+                        payloads=[payloads[position[d.id]] for d in todo],
+                        content_hashes=[hashes[position[d.id]] for d in todo],
+                        texts=texts if lexical else None,
                     )
-                else:
-                    vectors = np.zeros((len(todo), 0), dtype=np.float32)
-                seconds["encode"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                vector_store.upsert(
-                    ids=[d.id for d in todo],
-                    vectors=vectors,
-                    payloads=[payloads[position[d.id]] for d in todo],
-                    content_hashes=[hashes[position[d.id]] for d in todo],
-                    texts=texts if lexical else None,
-                )
-                seconds["upsert"] += time.perf_counter() - tick
-            progress.update(len(batch))
-        progress.close()
+                    seconds["upsert"] += time.perf_counter() - tick
+                progress.update(len(batch))
         tick = time.perf_counter()
         vector_store.commit()
         seconds["commit"] = time.perf_counter() - tick

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from embedlab.errors import EmbedlabError
+from embedlab.errors import RETRY_FIX, EmbedlabError
 from embedlab.files import readable_like_open
 from embedlab.fusion import reciprocal_rank_fusion
 from embedlab.index.config import IndexConfig
@@ -194,6 +194,10 @@ class FaissIndex:
         try:
             writer(self.index, tmp)
             os.replace(tmp, path)
+        except RuntimeError as exc:  # FAISS reports a failed write (a full disk) as a RuntimeError
+            Path(tmp).unlink(missing_ok=True)
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise EmbedlabError(f"{path}: cannot write the FAISS index ({reason}) (fix: {RETRY_FIX})") from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -367,7 +371,7 @@ class FaissStore:
             (doc_id, digest, json.dumps(dict(payload), ensure_ascii=False), vector.tobytes())
             for doc_id, digest, payload, vector in zip(ids, content_hashes, payloads, vectors, strict=True)
         ]
-        with self._lock, self._db:
+        with self._lock, self._writing(), self._db:
             self._db.executemany(
                 "INSERT INTO records (id, content_hash, payload, vector) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO "
                 "UPDATE SET content_hash = excluded.content_hash, payload = excluded.payload, vector = excluded.vector",
@@ -381,6 +385,14 @@ class FaissStore:
                     list(zip(texts, ids, strict=True)),
                 )
             self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'generation'")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (a full disk) rolls the batch's transaction back and says so in one line."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise EmbedlabError(f"{self.folder / RECORDS_FILE}: cannot write ({exc}) (fix: {RETRY_FIX})") from exc
 
     def _all_vectors(self) -> tuple[Keys, Vectors]:
         rows = self._db.execute("SELECT key, vector FROM records ORDER BY key").fetchall()
@@ -416,7 +428,7 @@ class FaissStore:
                 target = self._lexical_folder(generation)
                 if not target.exists():
                     lexical.write(target)
-            with self._db:
+            with self._writing(), self._db:
                 self._db.execute("UPDATE meta SET value = ? WHERE name = 'built_generation'", (str(generation),))
             for old in self.folder.glob("bm25-*"):  # superseded generations, once the new one is recorded
                 if old.name != f"bm25-{generation}":

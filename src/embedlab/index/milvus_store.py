@@ -39,8 +39,10 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlab.errors import EmbedlabError
+from embedlab.errors import RETRY_FIX, EmbedlabError
 from embedlab.fusion import RRF_K
 from embedlab.index.config import IndexConfig
 from embedlab.index.store import Hit, Scalar, Where, check_where
@@ -146,7 +148,16 @@ def milvus_errors(what: str) -> Iterator[None]:
         yield
     except MilvusException as exc:
         message = getattr(exc, "message", None) or str(exc)
-        raise EmbedlabError(f"Milvus: {what} failed: {message}") from None
+        full = any(f"[Errno {code}]" in message for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+        raise EmbedlabError(f"Milvus: {what} failed: {message}" + (f" (fix: {RETRY_FIX})" if full else "")) from None
+
+
+def quiet_milvus_logs() -> None:
+    """Silence the tracebacks pymilvus and Milvus Lite's in-process gRPC server log for every failed call (and for
+    AllocTimestamp, which Lite does not implement, on every run): the store raises one EmbedlabError instead.
+    Called once pymilvus is imported, because importing it resets its loggers."""
+    for name in ("pymilvus", "pymilvus.decorators", "milvus_lite", "grpc._server"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class MilvusStore:
@@ -189,6 +200,7 @@ class MilvusStore:
         try:
             with milvus_errors(f"opening {uri}"):
                 client = MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
+            quiet_milvus_logs()
         except EmbedlabError as exc:
             if is_local(uri):
                 raise EmbedlabError(
@@ -332,7 +344,7 @@ class MilvusStore:
             for row, text in zip(rows, texts, strict=True):
                 row["text"] = text
         if rows:
-            with milvus_errors(f"upserting {len(rows)} documents"):
+            with milvus_errors(f"upserting {len(rows)} documents into {self.uri}"):
                 self.client.upsert(self.collection, rows)
 
     def commit(self) -> None:

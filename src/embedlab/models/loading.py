@@ -95,7 +95,10 @@ def _model2vec(spec: ModelSpec, *, device: str, backend: str) -> Encoder:
 
 
 def _lexical(spec: ModelSpec, *, device: str, backend: str) -> Encoder:
-    raise ModelError(f"'{spec.name}' is a lexical retriever, not an encoder: it has no vectors")
+    raise ModelError(
+        f"'{spec.name}' is a lexical retriever, not an encoder: it has no vectors "
+        "(fix: choose a dense model such as minilm-l6; `embedlab models` lists them)"
+    )
 
 
 class Builder(Protocol):
@@ -194,7 +197,14 @@ def load_encoder(name_or_path: str | Path, *, device: str = "cpu", backend: str 
             device=device,
             backend=chosen,
         )
-        _complete_spec(encoder)
+        try:
+            _complete_spec(encoder)
+        except Exception as exc:  # transformers raises many kinds of error on a folder that is not a model's
+            message = " ".join(str(exc).split())[:300]
+            raise ModelError(
+                f"{path}: not a loadable sentence-transformers model ({type(exc).__name__}: {message}) (fix: give "
+                "a folder saved by SentenceTransformer.save or `embedlab finetune`/`export`, or a catalog name)"
+            ) from exc
         return encoder
     if HUB_ID.match(name):
         encoder = SentenceTransformerEncoder(

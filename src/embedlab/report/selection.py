@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedlab.cost import format_duration
+from embedlab.data.dataset import load_notes
 from embedlab.files import markdown_table, write_text_atomic
 from embedlab.report import html as h
 from embedlab.report import plots
@@ -341,6 +342,7 @@ def _reproducibility_section(selection: Selection, manifest: dict[str, Any]) -> 
         ["data", f"{data['name']} ({data.get('source') or 'built in'}), split {data.get('split') or '-'}"],
         ["data hash", data["content_hash"]],
         ["documents / queries", f"{data['documents']} / {data['queries']}"],
+        *(["loaded", note] for note in load_notes(data.get("load_report", {}))),
         ["seeds", ", ".join(f"{k} {v}" for k, v in manifest.get("seeds", {}).items())],
         ["wall time", ", ".join(f"{k} {v:.1f} s" for k, v in walls.items())],
         [
