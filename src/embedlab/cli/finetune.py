@@ -10,6 +10,7 @@ import typer
 from embedlab.cli._app import (
     PAIR_COLUMNS,
     CacheOption,
+    DuplicateJudgementsOption,
     app,
     open_cache,
     out_folder,
@@ -129,6 +130,7 @@ def finetune(
     max_seq_length: Annotated[int | None, typer.Option(help="Tokens per text while training.")] = None,
     k: Annotated[str, typer.Option("--k", help="Cut-offs for every metric.")] = "1,3,10,100",
     seed: Annotated[int, typer.Option(help="Seed for splits, sampling and training.")] = 0,
+    duplicate_judgements: DuplicateJudgementsOption = "error",
     cache_dir: CacheOption = None,
 ) -> None:
     """Fine-tune a model on your data and measure it on queries it never saw, before and after.
@@ -178,6 +180,7 @@ def finetune(
         seed=seed,
         teacher=teacher,
         train_queries=train_queries,
+        duplicate_judgements=duplicate_judgements,
         pseudo_queries=tuple(split_list(pseudo_queries)),
         teacher_negatives=teacher_negatives,
     )

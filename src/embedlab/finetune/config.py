@@ -68,6 +68,9 @@ class FinetuneConfig(BaseModel):
     dev_max: int = Field(100, ge=0)
     dev_pool: int = Field(10, ge=1, description="base-model candidates per dev query in the dev corpus")
     allow_test_positives: bool = False
+    duplicate_judgements: Literal["error", "last", "max"] = Field(
+        "error", description="a (query, document) judged twice: refuse, keep the last or the highest grade"
+    )
     pseudo_queries: tuple[PseudoQueryKind, ...] = ("title", "cloze", "keywords")
     pseudo_max: int = Field(5000, ge=1, description="documents per pseudo-query kind, at most")
     train_queries: TrainQueries = Field(

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedlab.data.dataset import Document, Query, RetrievalDataset, ScoredPairs
-from embedlab.data.loaders import TrainingExample
+from embedlab.data.loaders import DuplicatePolicy, TrainingExample
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.errors import DataError, EmbedlabError
 from embedlab.evaluate.compare import metric_names
@@ -444,11 +444,19 @@ def load_finetune_data(data: str | os.PathLike[str], config: FinetuneConfig, *, 
         splits = sorted(p.stem for p in (path / "qrels").glob("*.tsv"))
         has_train, has_test = config.train_split in splits, config.test_split in splits
         if has_train and has_test:
-            return _Loaded(load_beir(path, config.train_split), load_beir(path, config.test_split))
+            dup = config.duplicate_judgements
+            return _Loaded(
+                load_beir(path, config.train_split, duplicate_judgements=dup),
+                load_beir(path, config.test_split, duplicate_judgements=dup),
+            )
         if not (has_train or has_test):
             raise DataError(path / "qrels", f"no '{config.train_split}' or '{config.test_split}' judgements",
                             fix=f"the splits there are: {', '.join(splits) or 'none'}")  # fmt: skip
-        one = load_beir(path, config.train_split if has_train else config.test_split)
+        one = load_beir(
+            path,
+            config.train_split if has_train else config.test_split,
+            duplicate_judgements=config.duplicate_judgements,
+        )
         note = f"one judged split: {round(100 * config.test_fraction)}% of its queries held out for testing"
         echo(note)
         train, test = holdout_split(one, fraction=config.test_fraction, seed=config.seed)
@@ -768,7 +776,7 @@ def _dev_scores(encoder: Encoder, dev: RetrievalDataset, dev_set: DevSet, cache:
     return evaluate_run(_run_from_vectors(corpus, queries, documents, 10), corpus.qrels, ["ndcg@10"])
 
 
-def _load_eval(data: str | os.PathLike[str], split: str) -> RetrievalDataset:
+def _load_eval(data: str | os.PathLike[str], split: str, duplicates: DuplicatePolicy = "error") -> RetrievalDataset:
     """The ``--eval`` data: a BEIR folder (its ``split`` judgements, else its only ones) or a pairs file."""
     from embedlab.data.loaders import load_beir, load_dataset
 
@@ -782,7 +790,7 @@ def _load_eval(data: str | os.PathLike[str], split: str) -> RetrievalDataset:
                 f"no '{split}' judgements to evaluate on",
                 fix=f"name a folder with '{split}' judgements (it has: {', '.join(splits) or 'none'})",
             )
-        return load_beir(path, chosen)
+        return load_beir(path, chosen, duplicate_judgements=duplicates)
     dataset = load_dataset(path)
     if not dataset.qrels:
         raise EmbedlabError(f"{data}: --eval needs judged queries (fix: give a BEIR folder or a pairs file)")
@@ -867,7 +875,7 @@ def finetune(
             config = config.model_copy(update={"teacher": suggested})
     spec = get_loss(config.loss)
     loaded = load_finetune_data(data, config, echo=echo)
-    eval_set = _load_eval(eval_data, config.test_split) if eval_data is not None else None
+    eval_set = _load_eval(eval_data, config.test_split, config.duplicate_judgements) if eval_data is not None else None
     has_judged = not loaded.pseudo and bool(loaded.train.qrels)
     mode = config.train_queries
     if mode == "auto":
