@@ -464,10 +464,12 @@ CASES = [
     ),
     cli("--models unknown name", *COMPARE, "{good}", "--models", "minilm-l7", where="minilm-l7", fix="minilm-l6"),
     cli(
-        "index with bm25",
+        "index bm25 with an ANN index",
         "index",
         "--model",
         "bm25",
+        "--index",
+        "hnsw",
         "--out",
         "{out}",
         "--data",
