@@ -45,12 +45,11 @@ from embedlab.data.loaders import load_beir, load_sts
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.evaluate.compare import metric_names
 from embedlab.evaluate.metrics import RunScores, evaluate_run
-from embedlab.evaluate.statistics import compare_to_reference
 from embedlab.evaluate.sts import sts_correlation
 from embedlab.files import format_table, write_json_atomic, write_text_atomic
 from embedlab.finetune.config import FinetuneConfig
 from embedlab.finetune.pairs import pairs_from_judgements, pseudo_pairs
-from embedlab.finetune.run import _run_from_vectors, finetune
+from embedlab.finetune.run import _difference, _run_from_vectors, finetune
 from embedlab.finetune.splits import make_splits
 from embedlab.manifest import build_manifest
 from embedlab.models.loading import load_encoder
@@ -162,11 +161,6 @@ def _sts(model: str | Path, sts: Any, cache: EmbeddingCache | None) -> float | N
     return float(sts_correlation(np.einsum("ij,ij->i", left, right).tolist(), [p.score for p in sts.pairs])["spearman"])
 
 
-def _difference(before: RunScores, after: RunScores) -> dict[str, Any]:
-    per_query = {"before": before.per_query["ndcg@10"], "after": after.per_query["ndcg@10"]}
-    return compare_to_reference(per_query, "before", metric="ndcg@10")["after"].to_dict()
-
-
 def plain_arm(folder: Path, setting: str, out: Path, budget_minutes: float, seed: int = 0) -> tuple[Path, float]:
     """Plain sentence-transformers MNRL (batch 32, 1 epoch, lr 2e-5, fp32) on the setting's training pairs."""
     from datasets import Dataset
@@ -237,7 +231,7 @@ def run_arm(
         return {
             "before": dict(zero.means),
             "after": dict(after.means),
-            "difference": _difference(zero, after),
+            "difference": _difference(zero, after, "ndcg@10", 0),
             "sts": _sts(path, sts, None),
             "train_seconds": seconds,
         }

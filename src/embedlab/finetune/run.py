@@ -1084,8 +1084,7 @@ def finetune(
             warnings_list.append("no checkpoint beat the base model on the dev queries: the base model was kept")
         echo("scoring the fine-tuned model on the held-out queries")
         tuned_encoder = load_encoder(model_dir)
-        tuned_q, tuned_d = _vectors(tuned_encoder, splits.test, None, show_progress)
-        after = evaluate_run(_run_from_vectors(splits.test, tuned_q, tuned_d, depth), splits.test.qrels, metrics)
+        after = _scores_with(tuned_encoder, splits.test, metrics, depth, None, show_progress)
         if dev_set is not None and not trained.kept_base:
             decision = _dev_decision(
                 splits.dev,

@@ -316,29 +316,55 @@ def label_triples(
     settings = (negatives, low, high, seed)
     store = Path(cache.root) / "teacher-labels" if cache is not None else None
     key = _labels_key(teacher, student, usable, settings)
-    if store is not None and (store / f"{key}.json").is_file():
-        saved = json.loads((store / f"{key}.json").read_text())
-        examples = tuple(
-            MarginExample(
-                query=p.example.query,
-                positive=corpus[row_of[p.positive_id]].full_text,
-                negatives=tuple(corpus[r].full_text for r in rows),
-                margins=tuple(margins),
-                origin=p.origin,
-            )
-            for p, rows, margins in zip(usable, saved["rows"], saved["margins"], strict=True)
+    path = store / f"{key}.json" if store is not None else None
+    cached = path is not None and path.is_file()
+    if cached:
+        assert path is not None
+        labels = json.loads(path.read_text())
+    else:
+        labels = _score_triples(
+            usable, corpus, row_of, teacher=teacher, student=student, negatives=negatives, rank_window=rank_window,
+            cache=cache, seed=seed, show_progress=show_progress,
+        )  # fmt: skip
+        if path is not None:
+            write_json_atomic(path, labels)
+    examples = tuple(
+        MarginExample(
+            query=p.example.query,
+            positive=corpus[row_of[p.positive_id]].full_text,
+            negatives=tuple(corpus[int(r)].full_text for r in rows),
+            margins=tuple(margins),
+            origin=p.origin,
         )
-        return LabelledTriples(
-            teacher=teacher.name,
-            examples=examples,
-            positive_scores=saved["positive_scores"],
-            negative_scores=saved["negative_scores"],
-            inverted=int(saved["inverted"]),
-            scale=float(saved["scale"]),
-            cached=True,
-            seconds=time.perf_counter() - started,
-        )
+        for p, rows, margins in zip(usable, labels["rows"], labels["margins"], strict=True)
+    )
+    return LabelledTriples(
+        teacher=teacher.name,
+        examples=examples,
+        positive_scores=labels["positive_scores"],
+        negative_scores=labels["negative_scores"],
+        inverted=int(labels["inverted"]),
+        scale=float(labels["scale"]),
+        cached=cached,
+        seconds=time.perf_counter() - started,
+    )
 
+
+def _score_triples(
+    usable: Sequence[TrainPair],
+    corpus: Sequence[Document],
+    row_of: dict[str, int],
+    *,
+    teacher: Teacher,
+    student: Encoder,
+    negatives: int,
+    rank_window: tuple[int, int],
+    cache: EmbeddingCache | None,
+    seed: int,
+    show_progress: bool,
+) -> dict[str, Any]:
+    """Negatives drawn from the student's ranks and the teacher's margins, as stored in the label cache."""
+    low, high = rank_window
     documents = embed(student, [d.full_text for d in corpus], role="document", cache=cache, show_progress=show_progress)
     queries = [p.example.query for p in usable]
     query_vectors = embed(student, queries, role="query", cache=cache, show_progress=show_progress)
@@ -367,39 +393,15 @@ def label_triples(
     inverted = int((margins < 0).sum())
     positive_scores = score_distribution(scores[:, 0].tolist())
     negative_scores = score_distribution(scores[:, 1:].ravel().tolist())
-    if store is not None:
-        write_json_atomic(
-            store / f"{key}.json",
-            {
-                "rows": chosen.tolist(),
-                "margins": margins.tolist(),
-                "positive_scores": positive_scores,
-                "negative_scores": negative_scores,
-                "inverted": inverted,
-                "scale": scale,
-                "teacher": teacher.name,
-            },
-        )
-    examples = tuple(
-        MarginExample(
-            query=p.example.query,
-            positive=corpus[row_of[p.positive_id]].full_text,
-            negatives=tuple(corpus[int(r)].full_text for r in rows),
-            margins=tuple(float(m) for m in margin_row),
-            origin=p.origin,
-        )
-        for p, rows, margin_row in zip(usable, chosen, margins, strict=True)
-    )
-    return LabelledTriples(
-        teacher=teacher.name,
-        examples=examples,
-        positive_scores=positive_scores,
-        negative_scores=negative_scores,
-        inverted=inverted,
-        scale=scale,
-        cached=False,
-        seconds=time.perf_counter() - started,
-    )
+    return {
+        "rows": chosen.tolist(),
+        "margins": margins.tolist(),
+        "positive_scores": positive_scores,
+        "negative_scores": negative_scores,
+        "inverted": inverted,
+        "scale": scale,
+        "teacher": teacher.name,
+    }
 
 
 def teacher_from_report(out: str | os.PathLike[str]) -> str | None:
