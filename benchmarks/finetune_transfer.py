@@ -13,7 +13,9 @@ Arms (``--arms``): ``zero-shot``; ``plain`` (plain sentence-transformers: MNRL, 
 negatives, float32, on the setting's training pairs — judged pairs, or the corpus queries — capped by the same
 time budget); ``embedlab`` (``embedlab finetune`` defaults; cross-source it needs a teacher, so it is skipped
 there); ablations ``lr2e-5``, ``no-hn``, ``epochs1``; teachers ``teacher-bm25``, ``teacher-hybrid`` (BM25 + mpnet-base),
-``teacher-mpnet``, ``teacher-minilm`` (self-distillation: the base model as its own teacher, a control).
+``teacher-mpnet``, ``teacher-minilm`` (self-distillation: the base model as its own teacher, a control);
+``query-side-hybrid``, ``query-side-bm25`` (``--train-side query``: the query encoder alone learns the teacher's
+ranking, documents keep the base vectors).
 
 For each (domain, setting, arm): nDCG@10 before and after on the test queries, the paired difference with its 95%
 bootstrap interval and randomization p, R@100, STSb test Spearman (the general-domain guard), wall time, and —
@@ -70,6 +72,8 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-hybrid": {"teacher": "hybrid:mpnet-base"},
     "teacher-mpnet": {"teacher": "mpnet-base"},
     "teacher-minilm": {"teacher": "minilm-l6"},
+    "query-side-hybrid": {"teacher": "hybrid:mpnet-base", "train_side": "query"},
+    "query-side-bm25": {"teacher": "bm25", "train_side": "query"},
 }
 
 

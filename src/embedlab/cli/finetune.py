@@ -62,6 +62,13 @@ def finetune(
         _DEFAULTS.epochs
     ),
     adapter: Annotated[bool, typer.Option("--adapter", help="Train only a linear map over frozen vectors.")] = False,
+    train_side: Annotated[
+        str,
+        typer.Option(
+            help="'both': the whole model learns; 'query': only queries' encoder learns the teacher's ranking, "
+            "documents keep the base vectors (no re-indexing; needs --teacher)."
+        ),
+    ] = _DEFAULTS.train_side,
     batch_size: Annotated[int, typer.Option(help="Examples per step (in-batch negatives for MNRL).")] = (
         _DEFAULTS.batch_size
     ),
@@ -146,6 +153,9 @@ def finetune(
         embedlab finetune --data ../shared/data/scifact --base minilm-l6 --guard ../shared/data/stsb --out runs/ft
 
         embedlab finetune --data docs/ --train-queries corpus --teacher hybrid:mpnet-base --eval judged/ --out runs/ft
+
+        # only the query encoder learns: an index built with the base model stays valid
+        embedlab finetune --data ../shared/data/scifact --teacher hybrid:mpnet-base --train-side query --out runs/q
     """
     from embedlab.finetune.run import finetune as run_finetune
 
@@ -164,6 +174,7 @@ def finetune(
         hard_negatives=hard_negatives,
         epochs=epochs,
         adapter=adapter,
+        train_side=train_side,
         batch_size=batch_size,
         learning_rate=learning_rate,
         miner=miner,

@@ -108,6 +108,19 @@ class FinetuneConfig(BaseModel):
     k_values: tuple[int, ...] = (1, 3, 10, 100)
     guard_drop_points: float = Field(2.0, ge=0)
 
+    # Query-side distillation (embedlab.finetune.query_side): documents keep the base model's vectors
+    train_side: Literal["both", "query"] = Field(
+        "both",
+        description="both: the whole model learns (queries and documents re-encoded); query: only the query "
+        "encoder learns the teacher's ranking of each query's candidates, documents keep the base vectors "
+        "(an index built with the base stays valid; needs a teacher)",
+    )
+    query_side_epochs: float = Field(1.0, gt=0)
+    query_side_learning_rate: float = Field(2e-5, gt=0)
+    query_side_depth: int = Field(50, ge=2, description="base-model candidates per training query")
+    query_side_tau: float = Field(0.05, gt=0, description="temperature of the teacher's distribution")
+    query_side_eval_steps: int = Field(100, ge=1, description="steps between dev evaluations")
+
     # Linear adapter instead of full fine-tuning
     adapter: bool = False
     adapter_epochs: int = Field(30, ge=1)
@@ -118,6 +131,10 @@ class FinetuneConfig(BaseModel):
         low, high = self.rank_window
         if not 0 <= low < high:
             raise ValueError(f"rank_window must be (low, high) with 0 <= low < high, got {self.rank_window}")
+        if self.train_side == "query" and not self.teacher:
+            raise ValueError("train_side 'query' needs a teacher (e.g. --teacher hybrid:mpnet-base)")
+        if self.train_side == "query" and self.adapter:
+            raise ValueError("train_side 'query' and adapter exclude each other: choose one")
         if self.train_queries == "corpus" and not self.teacher:
             raise ValueError("train_queries 'corpus' needs a teacher (e.g. --teacher hybrid:mpnet-base)")
         if not 0 <= self.teacher_window[0] < self.teacher_window[1]:

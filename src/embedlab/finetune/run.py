@@ -65,6 +65,7 @@ from embedlab.finetune.pairs import (
     pseudo_pairs,
 )
 from embedlab.finetune.provenance import TrainingProvenance, describe_data
+from embedlab.finetune.query_side import candidate_rows, save_query_side_model, train_query_encoder
 from embedlab.finetune.splits import (
     LeakageReport,
     Splits,
@@ -226,9 +227,14 @@ class FinetuneResult:
                 if own
                 else ""
             )
+            labelled = (
+                f"{teacher['examples']} corpus queries labelled with its margins (MarginMSE"
+                if "examples" in teacher
+                else f"its ranking of {self.training.get('candidates_per_query')} candidates per query taught "
+                f"to the query encoder alone ({self.training.get('queries')} queries"
+            )
             out.append(
-                f"teacher {teacher['name']}: {teacher['examples']} corpus queries labelled with its margins "
-                f"(MarginMSE; trained on: {self.extra.get('train_queries')}){score}"
+                f"teacher {teacher['name']}: {labelled}; trained on: {self.extra.get('train_queries')}){score}"
             )
         decision = self.extra.get("dev_decision")
         if decision:
@@ -914,8 +920,14 @@ def finetune(
             with_llm=mode == "judged",  # otherwise generated queries are corpus queries, labelled by the teacher
         )
         echo(f"{len(pair_set.pairs)} training examples: {pair_set.counts()}")
-    will_mine = bool(config.hard_negatives) and spec.data in ("pairs", "triplets", "labelled") and bool(pair_set.pairs)
-    if not config.adapter and pair_set.pairs:
+    query_side = config.train_side == "query"
+    will_mine = (
+        bool(config.hard_negatives)
+        and spec.data in ("pairs", "triplets", "labelled")
+        and bool(pair_set.pairs)
+        and not query_side  # the teacher ranks every candidate: no negatives to mine
+    )
+    if not config.adapter and not query_side and pair_set.pairs:
         # Refuse data that does not fit the loss now, not after minutes of encoding and mining.
         loss_data(
             config.loss,
@@ -968,6 +980,7 @@ def finetune(
 
     corpus_queries: _CorpusQueries | None = None
     triples: LabelledTriples | None = None
+    teacher: Teacher | None = None
     if mode in ("corpus", "both"):
         assert config.teacher is not None
         given = [p for p in loaded.pseudo if p.query_id in {q.id for q in splits.train.queries}]
@@ -981,20 +994,22 @@ def finetune(
         made = ", ".join(f"{n} {kind}" for kind, n in corpus_queries.made.items())
         echo(f"{len(corpus_queries.pairs)} corpus queries kept ({made} made); {corpus_queries.note()}")
         teacher = load_teacher(config.teacher, splits.train.corpus, cache=cache, show_progress=show_progress)
-        triples = label_triples(
-            corpus_queries.pairs,
-            splits.train.corpus,
-            teacher=teacher,
-            student=encoder,
-            negatives=config.teacher_negatives,
-            rank_window=config.teacher_window,
-            cache=cache,
-            seed=config.seed,
-            show_progress=show_progress,
-        )
-        echo(str(triples))
         extra["corpus_queries"] = corpus_queries.to_dict()
-        extra["teacher"] = {"name": config.teacher, **triples.to_dict()}
+        extra["teacher"] = {"name": config.teacher}
+        if not query_side:
+            triples = label_triples(
+                corpus_queries.pairs,
+                splits.train.corpus,
+                teacher=teacher,
+                student=encoder,
+                negatives=config.teacher_negatives,
+                rank_window=config.teacher_window,
+                cache=cache,
+                seed=config.seed,
+                show_progress=show_progress,
+            )
+            echo(str(triples))
+            extra["teacher"].update(triples.to_dict())
         if splits.dev.queries:
             dev_vectors = embed(encoder, [q.text for q in splits.dev.queries], role="query", cache=cache)
             corpus_vectors = embed(encoder, [d.full_text for d in splits.dev.corpus], role="document", cache=cache)
@@ -1059,6 +1074,104 @@ def finetune(
 
         def encode_after(texts: list[str]) -> np.ndarray:
             return outcome.adapter.transform(embed(encoder, texts, role="document", cache=cache))
+
+    elif query_side:
+        mode_name = "query-side"
+        assert config.teacher is not None
+        if teacher is None:
+            teacher = load_teacher(config.teacher, splits.train.corpus, cache=cache, show_progress=show_progress)
+            extra["teacher"] = {"name": config.teacher}
+        query_pairs = [*pairs, *(corpus_queries.pairs if corpus_queries is not None else ())]
+        student = load_base_model(config)
+        corpus_vectors = embed(
+            encoder,
+            [d.full_text for d in splits.train.corpus],
+            role="document",
+            cache=cache,
+            show_progress=show_progress,
+        )
+        texts = [p.example.query for p in query_pairs]
+        row_of = {d.id: i for i, d in enumerate(splits.train.corpus)}
+        rows = candidate_rows(
+            embed(encoder, texts, role="query", cache=cache, show_progress=show_progress),
+            corpus_vectors,
+            [row_of.get(p.positive_id) if p.positive_id else None for p in query_pairs],
+            depth=config.query_side_depth,
+        )
+        echo(f"teacher {config.teacher} scores {rows.shape[1]} base-model candidates of {len(texts)} queries")
+        labels = np.concatenate(
+            [teacher.score(texts[s : s + 2048], rows[s : s + 2048]) for s in range(0, len(texts), 2048)]
+        )
+        query_dev_score = None
+        if dev_set is not None and dev_d is not None:
+            dev_corpus = RetrievalDataset(
+                name="dev", corpus=tuple(splits.dev.documents_by_id[i] for i in dev_set.corpus),
+                queries=splits.dev.queries, qrels=splits.dev.qrels,
+            )  # fmt: skip
+            fixed_dev = dev_d
+
+            def query_dev_score(model: Any) -> float:
+                vectors = model.encode(
+                    [q.text for q in dev_corpus.queries], normalize_embeddings=True, convert_to_numpy=True
+                )
+                run = _run_from_vectors(dev_corpus, np.asarray(vectors, dtype=np.float32), fixed_dev, 10)
+                return evaluate_run(run, dev_corpus.qrels, ["ndcg@10"]).means["ndcg@10"]
+
+        echo(f"training the query encoder only on {len(texts)} queries (documents keep the base vectors)")
+        query_outcome = train_query_encoder(
+            student,
+            texts,
+            rows,
+            labels,
+            corpus_vectors,
+            epochs=config.query_side_epochs,
+            learning_rate=config.query_side_learning_rate,
+            batch_size=config.batch_size,
+            warmup_ratio=config.warmup_ratio,
+            weight_decay=config.weight_decay,
+            tau=config.query_side_tau,
+            seed=config.seed,
+            dev_score=query_dev_score,
+            eval_steps=config.query_side_eval_steps,
+            time_budget_seconds=60 * config.time_budget_minutes if config.time_budget_minutes else None,
+            show_progress=show_progress,
+        )
+        training = query_outcome.to_dict()
+        if query_outcome.kept_base:
+            warnings_list.append("no step beat the base model on the dev queries: the base model was kept")
+            load_base_model(config, for_training=False).save(str(model_dir))
+        else:
+            save_query_side_model(student, base_model_path(config.base), model_dir)
+        tuned_encoder = load_encoder(model_dir)
+        # Documents route to the base modules: the base's document vectors are the tuned model's.
+        after = evaluate_run(
+            _run_from_vectors(
+                splits.test, embed(tuned_encoder, [q.text for q in splits.test.queries], role="query"), test_d, depth
+            ),
+            splits.test.qrels,
+            metrics,
+        )
+        if dev_set is not None and not query_outcome.kept_base:
+            decision = _dev_decision(
+                splits.dev,
+                _dev_scores(encoder, splits.dev, dev_set, cache),
+                _dev_scores(tuned_encoder, splits.dev, dev_set, None),
+                alpha=config.dev_alpha,
+                seed=config.seed,
+            )
+            echo(str(decision))
+            if not decision.significant:
+                candidate_after = after
+                warnings_list.append(
+                    f"the dev gain was not significant ({str(decision).split(': ', 1)[0]}): the base model was kept"
+                )
+                load_base_model(config, for_training=False).save(str(model_dir))
+                tuned_encoder = load_encoder(model_dir)
+                after = before
+
+        def encode_after(texts: list[str]) -> np.ndarray:
+            assert tuned_encoder is not None
+            return embed(tuned_encoder, texts, role="query")
 
     else:
         mode_name = "full"

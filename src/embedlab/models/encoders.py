@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -144,11 +144,27 @@ class SentenceTransformerEncoder:
                 self._model = SentenceTransformer(self.source, device=self.device)
         return self._model
 
+    @cached_property
+    def routes_by_role(self) -> bool:
+        """Whether the model is a sentence-transformers ``Router`` (different modules for queries and documents,
+        as a query-side fine-tune saves): it then runs in PyTorch, through ``encode_query``/``encode_document``,
+        since an exported graph holds one route only."""
+        return (Path(self.source) / "router_config.json").is_file()
+
     @property
     def resolved_backend(self) -> str:
         """The backend that runs: ``backend`` itself, or for ``auto`` the calibrated choice (measured once)."""
         if self._resolved is None:
-            if self.backend != "auto":
+            if self.routes_by_role:
+                if self.backend not in ("auto", "torch"):
+                    from embedlab.errors import ModelError
+
+                    raise ModelError(
+                        f"{self.source}: a query/document Router model runs on the 'torch' backend only, "
+                        f"not '{self.backend}' (fix: --backend torch or auto)"
+                    )
+                self._resolved = "torch"
+            elif self.backend != "auto":
                 self._resolved = self.backend
             elif self.device != "cpu":
                 self._resolved = "torch"
@@ -255,6 +271,19 @@ class SentenceTransformerEncoder:
     def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
         self.prepare()
         prefix = self.spec.query_prefix if role == "query" else self.spec.document_prefix
+        if self.routes_by_role:
+            routed = self.model.encode_query if role == "query" else self.model.encode_document
+            return np.asarray(
+                routed(
+                    list(texts),
+                    prompt=prefix or None,
+                    batch_size=batch_size,
+                    show_progress_bar=show_progress,
+                    convert_to_numpy=True,
+                    normalize_embeddings=self.spec.similarity == "cosine",
+                ),
+                dtype=np.float32,
+            )
         vectors = self._runner.encode(
             list(texts),
             prompt=prefix,
