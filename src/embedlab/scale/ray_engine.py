@@ -106,6 +106,7 @@ class RayEngine:
         import ray
 
         if ray.is_initialized():
+            self._quiet()
             return
         try:
             if self.address:
@@ -121,10 +122,14 @@ class RayEngine:
                 f"cannot start or reach {where}: {_one_line(exc)} (fix: check --ray-address, e.g. 10.0.0.5:6379, "
                 "or leave it out to start a local Ray)"
             ) from None
+        self._quiet()
+
+    @staticmethod
+    def _quiet() -> None:
         import ray.data
 
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the driver shows one bar of its own
+        # The driver shows one bar of its own; Ray Data's would log a status block every few seconds.
+        ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     def pool(self) -> tuple[int, float]:
