@@ -275,3 +275,12 @@ def test_bad_engine_options_are_one_line_errors(tiny_folder: Path, tmp_path: Pat
     assert result.exit_code == 2 and "--ray-address needs --engine ray" in result.output
     result = runner.invoke(app, ["embed", "--data", str(tiny_folder), "--shard-size", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--shard-size must be 1 or more" in result.output
+
+
+@pytest.mark.parametrize("command", ["embed", "compare", "select", "index"])
+def test_engine_options_are_documented(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--engine" in result.output and "--ray-address" in result.output
+    if command == "embed":
+        assert "Example" in result.output and "embedlab embed --data" in result.output

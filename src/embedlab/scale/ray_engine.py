@@ -26,6 +26,7 @@ started with this machine's CPUs and stopped again by :meth:`RayEngine.close`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -44,10 +45,16 @@ RESERVED_SHARE = 0.75
 class EncodeActor:
     """A Ray Data actor: loads one model once, then encodes every batch it is given (documents and queries)."""
 
-    def __init__(self, *, model: str, backend: str, batch_size: int):
+    def __init__(self, *, model: str, backend: str, batch_size: int, threads: int):
         import ray
+        import torch
 
         from embedlab.models.loading import load_encoder
+
+        # Ray sets OMP_NUM_THREADS to the whole CPUs an actor reserves (1 for a fractional share); the actor is
+        # sized to use ``threads`` cores.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
         from embedlab.scale.engines import encoder_backend
 
         self.encoder = load_encoder(model, backend=backend)
@@ -180,7 +187,12 @@ class RayEngine:
         by_index = {(task.role, task.index): task for task in tasks}
         dataset = ray.data.from_arrow(tables).map_batches(
             EncodeActor,
-            fn_constructor_kwargs={"model": model, "backend": backend, "batch_size": batch_size},
+            fn_constructor_kwargs={
+                "model": model,
+                "backend": backend,
+                "batch_size": batch_size,
+                "threads": max(1, math.ceil(reserved / RESERVED_SHARE - 1e-9)),
+            },
             batch_size=max(batch_size * 8, 1),
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
