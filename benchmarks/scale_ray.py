@@ -14,6 +14,9 @@ temporary folder, with no embedding cache (so neither reads vectors the other wr
   one actor per node by default). Ray's start-up is timed apart; the job's seconds include the actor's model load,
   as the local arm's include its own.
 
+The passages are cut into ``--rounds`` chunks and the arms alternate which runs first on each chunk, so that other
+work on a shared machine slows both alike; each arm's time is its sum over the chunks.
+
 Figures: texts per second of each, the ratio ray/local (the goal: ≥ 0.8 on one 2-core node), and the largest
 difference between the two arms' vectors. **Plan rates**: each ``--plan-models`` model encodes ``--plan-docs``
 SciFact abstracts (title and text, as ``compare`` encodes them) on the local engine with ``auto``, after an
@@ -85,45 +88,59 @@ def passages(corpus: tuple[Document, ...], count: int) -> tuple[list[Document], 
     return out, how
 
 
-def time_local(dataset: RetrievalDataset, model: str, backend: str, work: Path, shard_size: int) -> float:
-    start = time.perf_counter()
-    embed_dataset(
-        dataset,
-        [model],
-        out=work / "local",
-        engine=LocalEngine(),
-        backend=backend,
-        shard_size=shard_size,
-        roles=("document",),
-        show_progress=True,
-    )
-    return time.perf_counter() - start
-
-
-def time_ray(
-    dataset: RetrievalDataset, model: str, backend: str, work: Path, shard_size: int, actors: int | None
+def time_arms(
+    docs: list[Document], model: str, backend: str, work: Path, shard_size: int, actors: int | None, rounds: int
 ) -> dict[str, Any]:
+    """Both arms over the same passages in ``rounds`` chunks, alternating which goes first, so that other work on
+    a shared machine slows them alike; each arm's seconds are its sum over the chunks. Each chunk is one
+    :func:`embed_dataset` call (one model load per call, one actor-pool start per call for ray)."""
     engine = RayEngine(address=None, actors=actors)
     start = time.perf_counter()
     engine.pool()  # starts the local Ray
     startup = time.perf_counter() - start
+    seconds = {"local": 0.0, "ray": 0.0}
+    size = math.ceil(len(docs) / rounds)
     try:
-        start = time.perf_counter()
-        embed_dataset(
-            dataset,
-            [model],
-            out=work / "ray",
-            engine=engine,
-            backend=backend,
-            shard_size=shard_size,
-            roles=("document",),
-            show_progress=True,
-        )
-        seconds = time.perf_counter() - start
+        for number in range(rounds):
+            chunk = RetrievalDataset(
+                name=f"scifact-passages-{number}",
+                corpus=tuple(docs[number * size : (number + 1) * size]),
+                queries=(),
+                qrels={},
+            )
+            order = ("local", "ray") if number % 2 == 0 else ("ray", "local")
+            for arm in order:
+                tick = time.perf_counter()
+                embed_dataset(
+                    chunk,
+                    [model],
+                    out=work / arm / f"round-{number}",
+                    engine=LocalEngine() if arm == "local" else engine,
+                    backend=backend,
+                    shard_size=shard_size,
+                    roles=("document",),
+                    show_progress=True,
+                )
+                seconds[arm] += time.perf_counter() - tick
         described = engine.describe()
     finally:
         engine.close()
-    return {"startup_seconds": startup, "seconds": seconds, "engine": described}
+    return {
+        "local_seconds": seconds["local"],
+        "ray_seconds": seconds["ray"],
+        "startup_seconds": startup,
+        "engine": described,
+    }
+
+
+def read_arm(folder: Path, model: str, rounds: int) -> tuple[list[str], np.ndarray]:
+    ids: list[str] = []
+    parts = []
+    for number in range(rounds):
+        some, vectors = read_vectors(folder / f"round-{number}", model=model, role="document")
+        ids.extend(some)
+        parts.append(vectors)
+    return ids, np.concatenate(parts)
 
 
 def plan_rate(model: str, backend: str, abstracts: list[str]) -> dict[str, Any]:
@@ -146,11 +163,13 @@ def plan_rate(model: str, backend: str, abstracts: list[str]) -> dict[str, Any]:
 
 
 def milvus_bytes(documents: int, dim: int) -> dict[str, float]:
-    """Vector memory in Milvus, GiB: the vectors at each precision, plus an HNSW graph (M links each way on
-    level 0, 4-byte ids) and the 8-byte primary key per document. A plan on paper, not a measurement."""
-    graph = 2 * HNSW_M * 4
+    """Memory of the vectors in Milvus, GiB: each precision's vectors plus the 8-byte primary key per document;
+    ``hnsw_graph`` is what an HNSW index adds whatever the precision (2·M level-0 links of 4 bytes each). A plan
+    on paper, not a measurement."""
     per_vector = {"float32": 4 * dim, "int8": dim, "binary": dim / 8}
-    return {name: documents * (size + graph + 8) / 2**30 for name, size in per_vector.items()}
+    memory = {name: documents * (size + 8) / 2**30 for name, size in per_vector.items()}
+    memory["hnsw_graph"] = documents * 2 * HNSW_M * 4 / 2**30
+    return memory
 
 
 def plan(rates: list[dict[str, Any]], efficiency: float, node_cores: int) -> tuple[list[list[str]], list[dict]]:
@@ -169,7 +188,7 @@ def plan(rates: list[dict[str, Any]], efficiency: float, node_cores: int) -> tup
                     f"{size / 1e6:.0f}M",
                     f"{core_hours:,.0f}",
                     *(f"{walls[n]:,.1f}" for n in PLAN_NODES),
-                    *(f"{memory[k]:,.0f}" for k in ("float32", "int8", "binary")),
+                    *(f"{memory[k]:,.1f}" for k in ("float32", "int8", "binary", "hnsw_graph")),
                 ]
             )
     return rows, records
@@ -182,6 +201,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--shard-size", type=int, default=4096)
     parser.add_argument("--ray-actors", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=4, help="chunks, the arms alternating which runs first")
     parser.add_argument("--plan-models", default="minilm-l6,mpnet-base")
     parser.add_argument("--plan-docs", type=int, default=400, help="SciFact abstracts timed per plan model")
     parser.add_argument("--out", type=Path, default=Path("runs/scale-ray.json"))
@@ -189,7 +209,6 @@ def main() -> None:
 
     scifact = load_beir(DATA, split="test")
     docs, how = passages(scifact.corpus, args.docs)
-    dataset = RetrievalDataset(name="scifact-passages", corpus=tuple(docs), queries=(), qrels={})
     with using_backend(args.backend):
         warm = load_encoder(args.model)
         warm.encode([d.text for d in docs[:64]], role="document")  # resolves auto (a cached calibration) untimed
@@ -199,12 +218,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="scale-ray-") as folder:
         work = Path(folder)
-        local_seconds = time_local(dataset, args.model, resolved, work, args.shard_size)
-        ray = time_ray(dataset, args.model, resolved, work, args.shard_size, args.ray_actors)
-        local_ids, local_vectors = read_vectors(work / "local", model=args.model, role="document")
-        ray_ids, ray_vectors = read_vectors(work / "ray", model=args.model, role="document")
+        timed = time_arms(docs, args.model, resolved, work, args.shard_size, args.ray_actors, args.rounds)
+        local_ids, local_vectors = read_arm(work / "local", args.model, args.rounds)
+        ray_ids, ray_vectors = read_arm(work / "ray", args.model, args.rounds)
     assert local_ids == ray_ids == [d.id for d in docs]
     cosines = np.sum(local_vectors * ray_vectors, axis=1)
+    local_seconds = timed["local_seconds"]
+    ray = {"seconds": timed["ray_seconds"], "startup_seconds": timed["startup_seconds"], "engine": timed["engine"]}
     local_rate, ray_rate = args.docs / local_seconds, args.docs / ray["seconds"]
     ratio = ray_rate / local_rate
     rows = [
@@ -223,7 +243,7 @@ def main() -> None:
     print(format_table(["engine", "seconds", "ray start s", "texts/s", "texts/s/core", "× local"], rows))
     print(
         f"vectors: max |local - ray| {float(np.abs(local_vectors - ray_vectors).max()):.2e}, "
-        f"min cosine {float(cosines.min()):.6f}"
+        f"min cosine {float(cosines.min()):.6f}, mean cosine {float(cosines.mean()):.6f}"
     )
 
     abstracts = [d.full_text for d in scifact.corpus[: args.plan_docs]]
@@ -234,7 +254,7 @@ def main() -> None:
         print(f"{model} on {r['backend']}: {r['per_second']:.1f} abstracts/s ({r['per_core_second']:.1f} per core)")
     plan_rows, records = plan(rates, efficiency=min(1.0, ratio), node_cores=cpu_threads())
     headers = ["model", "docs", "core-hours", *(f"wall h, {n} nodes" for n in PLAN_NODES)]
-    headers += ["Milvus GiB f32", "int8", "binary"]
+    headers += ["Milvus GiB f32", "int8", "binary", "+HNSW graph"]
     print(format_table(headers, plan_rows))
 
     write_json_atomic(
@@ -244,12 +264,14 @@ def main() -> None:
             "model": args.model,
             "backend": resolved,
             "shard_size": args.shard_size,
+            "rounds": args.rounds,
             "local": {"seconds": local_seconds, "per_second": local_rate},
             "ray": {**ray, "per_second": ray_rate},
             "ratio_ray_to_local": ratio,
             "vectors": {
                 "max_abs_difference": float(np.abs(local_vectors - ray_vectors).max()),
                 "min_cosine": float(cosines.min()),
+                "mean_cosine": float(cosines.mean()),
             },
             "plan_rates": rates,
             "plan": records,
@@ -257,7 +279,7 @@ def main() -> None:
                 "node_cores": cpu_threads(),
                 "efficiency": min(1.0, ratio),
                 "hnsw_m": HNSW_M,
-                "milvus_bytes_per_document": "dim·b (b = 4 float32, 1 int8, 1/8 binary) + 2·M·4 (HNSW) + 8 (id)",
+                "milvus_bytes_per_document": "dim·b (b = 4 float32, 1 int8, 1/8 binary) + 8 (id); HNSW adds 2·M·4",
             },
             "manifest": build_manifest(command="benchmarks/scale_ray.py"),
         },

@@ -133,6 +133,12 @@ def get_engine(
             raise EmbedlabError("--ray-address needs --engine ray (fix: add --engine ray, or drop --ray-address)")
         return LocalEngine()
     if name == "ray":
+        try:
+            import ray.data  # noqa: F401
+        except ImportError:
+            raise EmbedlabError(
+                "--engine ray needs Ray Data, which is not installed (fix: pip install 'embedlab[ray]')"
+            ) from None
         from embedlab.scale.ray_engine import RayEngine
 
         return RayEngine(address=address, actors=actors, cpus_per_actor=cpus_per_actor)
