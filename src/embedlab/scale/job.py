@@ -54,6 +54,8 @@ class ModelEmbedding:
     queries: int = 0
     shards_written: int = 0
     shards_reused: int = 0
+    encoded: int = 0
+    """Texts in the shards this run wrote (the others were reused)."""
     cached: int = 0
     seconds: float = 0.0
 
@@ -67,9 +69,10 @@ class ModelEmbedding:
             "queries": self.queries,
             "shards_written": self.shards_written,
             "shards_reused": self.shards_reused,
+            "texts_encoded": self.encoded,
             "vectors_added_to_cache": self.cached,
             "seconds": self.seconds,
-            "texts_per_second": (self.documents + self.queries) / self.seconds if self.seconds > 0 else None,
+            "texts_per_second": self.encoded / self.seconds if self.seconds > 0 and self.encoded else None,
         }
 
 
@@ -172,6 +175,7 @@ def embed_dataset(
             shards = sets[shard.role]
             shards.write(shard)
             result.shards_written += 1
+            result.encoded += len(shard.ids)
             _note(result, shard)
             if cache is not None:
                 result.cached += shards.fill_cache(cache, shard)
