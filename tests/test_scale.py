@@ -285,3 +285,44 @@ def test_engine_options_are_documented(command: str) -> None:
     assert "--engine" in result.output and "--ray-address" in result.output
     if command == "embed":
         assert "Example" in result.output and "embedlab embed --data" in result.output
+
+
+def test_local_shards_resume_and_are_not_reused_for_other_texts_or_backends(tmp_path: Path) -> None:
+    """Plumbing with the tiny hashing encoder: what a re-run keeps, re-encodes and removes."""
+    from conftest import HashingEncoder
+
+    from embedlab.data.dataset import Document, Query
+    from embedlab.scale.engines import LocalEngine
+
+    encoders: list[HashingEncoder] = []
+
+    def factory(model: str, backend: str) -> HashingEncoder:
+        encoders.append(HashingEncoder(name=model))
+        return encoders[-1]
+
+    def dataset(n: int, prefix: str = "text") -> RetrievalDataset:
+        corpus = tuple(Document(f"d{i}", f"{prefix} number {i}") for i in range(n))
+        return RetrievalDataset(name="toy", corpus=corpus, queries=(Query("q1", "number"),), qrels={"q1": {"d0": 1}})
+
+    def run(data: RetrievalDataset, backend: str = "torch") -> dict:
+        result = embed_dataset(
+            data, ["toy"], out=tmp_path, engine=LocalEngine(factory), backend=backend, shard_size=4, batch_size=2
+        )
+        return result.to_dict()["models"][0]
+
+    first = run(dataset(10))
+    assert (first["shards_written"], first["shards_reused"], first["texts_encoded"]) == (3 + 1, 0, 11)
+    loads = len(encoders)
+    assert run(dataset(10))["shards_reused"] == 4 and len(encoders) == loads  # all reused: no model even loaded
+
+    (tmp_path / "toy" / "documents" / "shard-00001.parquet").write_bytes(b"not parquet")  # a damaged shard
+    again = run(dataset(10))
+    assert (again["shards_written"], again["texts_encoded"]) == (1, 4)
+
+    other_backend = run(dataset(10), backend="onnx")
+    assert other_backend["shards_reused"] == 0  # written for another backend: never mixed in
+
+    smaller = run(dataset(5, prefix="other"))  # other texts, fewer shards: none reused, none left over
+    assert smaller["shards_reused"] == 0
+    ids, vectors = read_vectors(tmp_path, model="toy", role="document")
+    assert ids == [f"d{i}" for i in range(5)] and vectors.shape == (5, 64)
