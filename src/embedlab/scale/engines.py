@@ -144,4 +144,4 @@ def get_engine(
         return RayEngine(address=address, actors=actors, cpus_per_actor=cpus_per_actor)
     close = difflib.get_close_matches(name, ENGINES, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise EmbedlabError(f"unknown engine '{name}': {hint}engines are {', '.join(ENGINES)}")
+    raise EmbedlabError(f"--engine {name}: unknown engine ({hint}fix: choose one of {', '.join(ENGINES)})")
