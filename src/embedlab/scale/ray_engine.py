@@ -138,6 +138,7 @@ class RayEngine:
         # The driver shows one bar of its own; Ray Data's would log a status block every few seconds.
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
 
     def pool(self) -> tuple[int, float]:
         """How many actors, and the CPUs each reserves, for the cluster as it is now."""
