@@ -164,6 +164,9 @@ CASES = [
     cli("query named twice", *COMPARE, "{pairs_two_names}", where="p-two.csv:1", fix="name the query once"),
     cli("unknown file type", *COMPARE, "{xlsx}", where="data.xlsx", fix="a .jsonl/.csv/.tsv file of pairs"),
     cli("no such data", *COMPARE, "{root}/nowhere", where="nowhere", fix="give a BEIR folder"),
+    cli("embed malformed JSON", "embed", "--out", "{out}", "--data", "{bad_json}", where="corpus.jsonl:6", fix="JSON"),
+    cli("unknown engine", *COMPARE, "{good}", "--engine", "rey", where="--engine rey", fix="choose one of local, ray"),
+    cli("stray --ray-address", *COMPARE, "{good}", "--ray-address", "h:1", where="--ray-address", fix="--engine ray"),
     cli(
         "empty folder",
         "index",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from embedlab.cli import compare, deploy, export, finetune, select  # noqa: F401  (each registers its commands)
+from embedlab.cli import compare, deploy, embed, export, finetune, select  # noqa: F401  (each registers its commands)
 from embedlab.cli._app import app
 
 __all__ = ["app", "main"]

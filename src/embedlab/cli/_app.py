@@ -214,3 +214,53 @@ def backend_scope(backend: str) -> Any:
     from embedlab.models.backends import check_backend_name, using_backend
 
     return using_backend(check_backend_name(backend))
+
+
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where documents and queries are encoded: local (this process) or ray (Ray Data, one model load per "
+        "actor, across the cluster; the vectors land in the embedding cache, then the command runs as usual).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="--engine ray: the cluster's head (host:port, or ray://host:10001); default: start a local Ray here.",
+    ),
+]
+
+
+def open_engine(engine: str, ray_address: str | None) -> Any:
+    """The engine by name, checked before any slow work (an unknown name or a stray --ray-address is one line)."""
+    from embedlab.scale.engines import get_engine
+
+    return get_engine(engine, address=ray_address)
+
+
+def embed_on_engine(
+    engine: Any, dataset: Any, models: list[str], *, cache: Any, backend: str, batch_size: int, queries: bool = True
+) -> None:
+    """With ``--engine ray``, encode the dense ``models``' vectors on the cluster into ``cache`` first, so the local
+    path that follows reads them instead of encoding; with ``local``, nothing to do. Closes the engine."""
+    try:
+        if engine.name == "local":
+            return
+        from embedlab.scale.job import prefill
+
+        run = prefill(
+            dataset,
+            models,
+            engine=engine,
+            cache=cache,
+            backend=backend,
+            batch_size=batch_size,
+            roles=("document", "query") if queries else ("document",),
+            show_progress=True,
+        )
+        if run is not None:
+            typer.echo(str(run), err=True)
+    finally:
+        engine.close()

@@ -13,14 +13,18 @@ from embedlab.cli._app import (
     CacheOption,
     DataOption,
     DuplicateJudgementsOption,
+    EngineOption,
     ModelsOption,
     OutOption,
+    RayAddressOption,
     StrictOption,
     app,
     backend_scope,
     check_positive,
+    embed_on_engine,
     load_evaluation_data,
     open_cache,
+    open_engine,
     out_folder,
     parse_k_values,
     split_list,
@@ -45,6 +49,8 @@ def compare(
     duplicate_judgements: DuplicateJudgementsOption = "error",
     strict: StrictOption = False,
     backend: BackendOption = "auto",
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Rank candidate models on your data: nDCG, Recall, Precision, MRR and MAP at every cut-off.
 
@@ -54,6 +60,8 @@ def compare(
     Example:
 
         embedlab compare --data ../shared/data/scifact --models minilm-l6,mpnet-base,bm25 --out runs/scifact
+
+        embedlab compare --data ../shared/data/scifact --models minilm-l6,bm25 --engine ray --ray-address head:6379
     """
     from embedlab.evaluate.compare import compare as run_compare
 
@@ -61,13 +69,16 @@ def compare(
     check_positive("--batch-size", batch_size)
     scope = backend_scope(backend)
     k_values = parse_k_values(k)
+    runner = open_engine(engine, ray_address)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
+    cache = open_cache(cache_dir)
+    embed_on_engine(runner, dataset, split_list(models), cache=cache, backend=backend, batch_size=batch_size)
     with scope:
         comparison = run_compare(
             dataset,
             split_list(models),
             k_values=k_values,
-            cache=open_cache(cache_dir),
+            cache=cache,
             batch_size=batch_size,
             show_progress=True,
         )

@@ -15,12 +15,16 @@ from embedlab.cli._app import (
     CacheOption,
     DataOption,
     DuplicateJudgementsOption,
+    EngineOption,
+    RayAddressOption,
     StrictOption,
     app,
     backend_scope,
     check_positive,
+    embed_on_engine,
     load_retrieval_data,
     open_cache,
+    open_engine,
     out_folder,
     user_errors,
 )
@@ -91,6 +95,8 @@ def index(
     duplicate_judgements: DuplicateJudgementsOption = "error",
     strict: StrictOption = False,
     backend: BackendOption = "auto",
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Index a corpus into a vector store (re-running resumes and never duplicates), or sweep index settings.
 
@@ -113,6 +119,8 @@ def index(
         embedlab index --model hybrid:minilm-l6 --data ../shared/data/scifact --out indexes/scifact-hybrid
 
         embedlab index --model bm25 --data ../shared/data/scifact --store milvus --out indexes/scifact-bm25
+
+        embedlab index --model minilm-l6 --data ../shared/data/scifact --store milvus --engine ray --out indexes/sf
 
         embedlab index --sweep --model minilm-l6 --data ../shared/data/scifact --out runs/sweep
     """
@@ -137,8 +145,11 @@ def index(
     if not sweep:
         check_supported(store, config)
     scope = backend_scope(backend)
+    runner = open_engine(engine, ray_address)
     dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
     cache = open_cache(cache_dir)
+    # The sweep also encodes the queries; an index needs only the documents.
+    embed_on_engine(runner, dataset, [model], cache=cache, backend=backend, batch_size=32, queries=sweep)
     if sweep:
         from embedlab.index.build import parse_system
         from embedlab.index.sweep import sweep as run_sweep

@@ -13,12 +13,16 @@ from embedlab.cli._app import (
     CacheOption,
     DataOption,
     DuplicateJudgementsOption,
+    EngineOption,
+    RayAddressOption,
     StrictOption,
     app,
     backend_scope,
     check_positive,
+    embed_on_engine,
     load_evaluation_data,
     open_cache,
+    open_engine,
     out_folder,
     parse_k_values,
     split_list,
@@ -69,6 +73,8 @@ def select_command(
     duplicate_judgements: DuplicateJudgementsOption = "error",
     strict: StrictOption = False,
     backend: BackendOption = "auto",
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Choose a model for your data: quality with confidence intervals, measured cost, a recommendation, a report.
 
@@ -106,12 +112,15 @@ def select_command(
         batch_size=batch_size,
     )
     scope = backend_scope(backend)
+    runner = open_engine(engine, ray_address)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
+    cache = open_cache(cache_dir)
+    embed_on_engine(runner, dataset, list(config.models), cache=cache, backend=backend, batch_size=batch_size)
     with scope:
         selection = select(
             dataset,
             config,
-            cache=open_cache(cache_dir),
+            cache=cache,
             data_ref=data,
             split=split,
             out=out,
