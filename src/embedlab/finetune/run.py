@@ -233,9 +233,7 @@ class FinetuneResult:
                 else f"its ranking of {self.training.get('candidates_per_query')} candidates per query taught "
                 f"to the query encoder alone ({self.training.get('queries')} queries"
             )
-            out.append(
-                f"teacher {teacher['name']}: {labelled}; trained on: {self.extra.get('train_queries')}){score}"
-            )
+            out.append(f"teacher {teacher['name']}: {labelled}; trained on: {self.extra.get('train_queries')}){score}")
         decision = self.extra.get("dev_decision")
         if decision:
             verdict = "kept the fine-tuned model" if decision["significant"] else "kept the base model"
