@@ -46,10 +46,10 @@ from embedlab.models.backends import (
     EXPORT_SCHEMA,
     calibrate,
     get_backend,
-    retrieval_ndcg,
 )
 from embedlab.models.encoders import SentenceTransformerEncoder
 from embedlab.models.loading import load_encoder
+from embedlab.retrieval import retrieval_ndcg
 
 DEFAULT_MAX_NDCG_DROP = 0.5
 

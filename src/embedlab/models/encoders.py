@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from embedlab.finetune.provenance import PROVENANCE_FILE
 from embedlab.models.catalog import ModelSpec
+from embedlab.paths import PROVENANCE_FILE
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
