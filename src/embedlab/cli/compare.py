@@ -56,13 +56,14 @@ def compare(
         embedlab compare --data ../shared/data/scifact --models minilm-l6,mpnet-base,bm25 --out runs/scifact
     """
     from embedlab.evaluate.compare import compare as run_compare
+    from embedlab.models.backends import using_corpus
 
     out_folder(out)
     check_positive("--batch-size", batch_size)
     scope = backend_scope(backend)
     k_values = parse_k_values(k)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
-    with scope:
+    with scope, using_corpus(d.full_text for d in dataset.corpus):  # `auto` is judged on these documents
         comparison = run_compare(
             dataset,
             split_list(models),

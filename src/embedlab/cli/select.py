@@ -107,7 +107,9 @@ def select_command(
     )
     scope = backend_scope(backend)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
-    with scope:
+    from embedlab.models.backends import using_corpus
+
+    with scope, using_corpus(d.full_text for d in dataset.corpus):  # `auto` is judged on these documents
         selection = select(
             dataset,
             config,

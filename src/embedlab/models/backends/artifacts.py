@@ -22,7 +22,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from embedlab.errors import ModelError
 from embedlab.files import write_json_atomic
 from embedlab.models.backends.runners import EXPORT_META, EXPORT_SCHEMA, ModelSource, normalise
-from embedlab.models.backends.texts import calibration_texts
+from embedlab.models.backends.texts import CalibrationSample, calibration_texts
 from embedlab.models.encoders import ENCODING_VERSION, cpu_threads, file_digest
 
 if TYPE_CHECKING:
@@ -47,16 +47,19 @@ ONNX_OPSET = 17
 
 @dataclass(frozen=True)
 class Artifact:
-    """A cached build step: ``build(source, parent_folder, out_folder)`` writes the model file into ``out``."""
+    """A cached build step: ``build(source, parent_folder, out_folder, fit_texts)`` writes the model file into
+    ``out``. A ``fitted`` step learns from ``fit_texts`` (int8 scales, which layers stay float): its folder and its
+    vectors are keyed by them too; the other steps ignore them."""
 
     name: str
     model_file: str
     recipe: str
-    build: Callable[[ModelSource, Path | None, Path], None]
+    build: Callable[[ModelSource, Path | None, Path, Sequence[str]], None]
     parent: str | None = None
+    fitted: bool = False
 
 
-def _export_onnx(source: ModelSource, parent: Path | None, out: Path) -> None:
+def _export_onnx(source: ModelSource, parent: Path | None, out: Path, fit: Sequence[str]) -> None:
     """The whole sentence-transformers pipeline as one ONNX graph, traced with eager attention (fusable)."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -154,7 +157,7 @@ def _ort_outputs(path: Path, feeds: list[dict[str, NDArray[np.int64]]]) -> list[
     return [np.asarray(session.run(["sentence_embedding"], f)[0]) for f in feeds]
 
 
-def _optimise_onnx(source: ModelSource, parent: Path | None, out: Path) -> None:
+def _optimise_onnx(source: ModelSource, parent: Path | None, out: Path, fit: Sequence[str]) -> None:
     """ONNX Runtime's transformer fusions (attention, LayerNorm, GELU); kept only if the outputs do not change."""
     assert parent is not None
     _copy_side_files(parent, out, "model.onnx")
@@ -212,11 +215,12 @@ def _weight_matmul_groups(model_path: Path) -> dict[str, list[str]]:
     return groups
 
 
-def _sensitive_matmuls(folder: Path, model_path: Path) -> dict[str, float]:
+def _sensitive_matmuls(folder: Path, model_path: Path, fit: Sequence[str]) -> dict[str, float]:
     """The groups of :func:`_weight_matmul_groups` that int8 hurts on their own: each group is quantised alone
-    (ONNX Runtime, dynamic, per channel) and run on real texts; a group below :data:`SENSITIVE_COSINE` is named
-    with its mean cosine. (all-mpnet-base-v2's FFN output layers fall to 0.89 here, every other group of it and
-    of MiniLM stays ≥ 0.994.) Measured, not assumed: the same rule serves any model."""
+    (ONNX Runtime, dynamic, per channel) and run on the 16 longest ``fit`` texts (the most activations to
+    quantise); a group below :data:`SENSITIVE_COSINE` is named with its mean cosine. (all-mpnet-base-v2's FFN
+    output layers fall to 0.89 on the bundled texts, every other group of it and of MiniLM stays ≥ 0.994.)
+    Measured, not assumed: the same rule serves any model."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from tokenizers import Tokenizer
@@ -225,7 +229,7 @@ def _sensitive_matmuls(folder: Path, model_path: Path) -> dict[str, float]:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=min(graph["max_tokens"], 256))
     tokenizer.enable_padding(pad_id=graph["pad_id"])
-    texts = calibration_texts(32, half="fit")[16:]  # the longer half: the most activations to quantise
+    texts = sorted(fit, key=len)[-16:]
     feeds = []
     for start in range(0, len(texts), 4):
         encodings = tokenizer.encode_batch(list(texts[start : start + 4]))
@@ -256,7 +260,7 @@ def _sensitive_matmuls(folder: Path, model_path: Path) -> dict[str, float]:
     return sensitive
 
 
-def _quantise_onnx_int8(source: ModelSource, parent: Path | None, out: Path) -> None:
+def _quantise_onnx_int8(source: ModelSource, parent: Path | None, out: Path, fit: Sequence[str]) -> None:
     """Dynamic int8 (uint8 activations, int8 weights), per channel — per-tensor scales lose too much (MiniLM's
     mean cosine to float32 fell to 0.94 with them, 0.995 per channel) — except the layer groups that int8 alone
     hurts (:func:`_sensitive_matmuls`, recorded in ``int8.json``), which stay float32."""
@@ -265,7 +269,7 @@ def _quantise_onnx_int8(source: ModelSource, parent: Path | None, out: Path) -> 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _copy_side_files(parent, out, "model.onnx")
-    sensitive = _sensitive_matmuls(parent, parent / "model.onnx")
+    sensitive = _sensitive_matmuls(parent, parent / "model.onnx", fit)
     groups = _weight_matmul_groups(parent / "model.onnx")
     excluded = [node for group in sensitive for node in groups[group]]
     (out / "int8.json").write_text(json.dumps({"float_groups": sensitive, "float_nodes": excluded}, indent=2))
@@ -281,7 +285,7 @@ def _quantise_onnx_int8(source: ModelSource, parent: Path | None, out: Path) -> 
         )
 
 
-def _openvino_ir(source: ModelSource, parent: Path | None, out: Path) -> None:
+def _openvino_ir(source: ModelSource, parent: Path | None, out: Path, fit: Sequence[str]) -> None:
     """The exported graph converted to OpenVINO's format, weights kept in float32."""
     assert parent is not None
     import openvino
@@ -291,24 +295,22 @@ def _openvino_ir(source: ModelSource, parent: Path | None, out: Path) -> None:
     openvino.save_model(converted, str(out / "openvino_model.xml"), compress_to_fp16=False)
 
 
-def _openvino_int8(source: ModelSource, parent: Path | None, out: Path) -> None:
-    """NNCF post-training int8 (weights and activations, static scales; SmoothQuant for transformers), calibrated
-    on :func:`calibration_texts`; the layer groups int8 alone hurts (:func:`_sensitive_matmuls`) stay float.
-    Static scales give a text the same vector whatever its batch-mates."""
-    assert parent is not None
-    import nncf
-    import openvino
+SMOOTH_QUANT_ALPHAS = (-1.0, 0.8)
+"""SmoothQuant settings :func:`_openvino_int8` tries (NNCF's ``smooth_quant_alphas.matmul``; -1 is off), keeping
+the one whose vectors stay closest to float32 on held-out fit texts: it helps some models and corpora, not all."""
+
+
+def _token_batches(folder: Path, texts: Sequence[str], batch_size: int = 8) -> list[dict[str, NDArray[np.int64]]]:
+    """``texts`` as the graph's inputs, in batches padded to their longest text (no longer than the model's limit)."""
     from tokenizers import Tokenizer
 
-    _copy_side_files(parent, out, "model.onnx")
-    graph = json.loads((parent / GRAPH_INFO).read_text())
-    tokenizer = Tokenizer.from_file(str(parent / "tokenizer.json"))
+    graph = json.loads((folder / GRAPH_INFO).read_text())
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=graph["max_tokens"])
     tokenizer.no_padding()
-    texts = calibration_texts(64, half="fit")
     batches = []
-    for start in range(0, len(texts), 8):
-        encodings = tokenizer.encode_batch(list(texts[start : start + 8]))
+    for start in range(0, len(texts), batch_size):
+        encodings = tokenizer.encode_batch(list(texts[start : start + batch_size]))
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), graph["pad_id"], dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -319,22 +321,73 @@ def _openvino_int8(source: ModelSource, parent: Path | None, out: Path) -> None:
             types[row, : len(enc.ids)] = enc.type_ids
         available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         batches.append({name: available[name] for name in graph["inputs"]})
-    sensitive = _sensitive_matmuls(parent, parent / "model.onnx")
+    return batches
+
+
+def _openvino_vectors(model: Any, batches: list[dict[str, NDArray[np.int64]]]) -> NDArray[np.float32]:
+    import openvino
+
+    config = {"INFERENCE_NUM_THREADS": cpu_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+    request = openvino.Core().compile_model(model, "CPU", config).create_infer_request()
+    return normalise(np.concatenate([np.array(request.infer(b)["sentence_embedding"]) for b in batches]))
+
+
+def _openvino_int8(source: ModelSource, parent: Path | None, out: Path, fit: Sequence[str]) -> None:
+    """NNCF post-training int8 (weights and activations, static scales), fitted to ``fit`` (the user's corpus
+    sample, or :func:`calibration_texts`); the layer groups int8 alone hurts (:func:`_sensitive_matmuls`) stay
+    float. Every :data:`SMOOTH_QUANT_ALPHAS` setting is tried, scales fitted on three quarters of ``fit``, and the
+    one closest to float32 on the remaining quarter is kept (``int8.json`` records each one's mean cosine).
+    Static scales give a text the same vector whatever its batch-mates."""
+    assert parent is not None
+    import nncf
+    import openvino
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+    )
+
+    _copy_side_files(parent, out, "model.onnx")
+    # Every fourth text is held out to choose between the settings; the check texts stay unseen for the gate.
+    held_out = list(fit[1::4]) if len(fit) >= 8 else list(fit)
+    scale_texts = [t for i, t in enumerate(fit) if i % 4 != 1] if len(fit) >= 8 else list(fit)
+    batches = _token_batches(parent, scale_texts)
+    checks = _token_batches(parent, held_out)
+    sensitive = _sensitive_matmuls(parent, parent / "model.onnx", fit)
     groups = _weight_matmul_groups(parent / "model.onnx")
     excluded = [node for group in sensitive for node in groups[group]]
-    (out / "int8.json").write_text(json.dumps({"float_groups": sensitive, "float_nodes": excluded}, indent=2))
-    model = openvino.Core().read_model(str(parent / "model.onnx"))
+    core = openvino.Core()
+    reference = _openvino_vectors(core.read_model(str(parent / "model.onnx")), checks)
     nncf.set_log_level(logging.ERROR)
-    with _quiet(), contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout
-        quantised = nncf.quantize(
-            model,
-            nncf.Dataset(batches),
-            model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(batches),
-            ignored_scope=nncf.IgnoredScope(names=excluded, validate=False),
-        )
-    openvino.save_model(quantised, str(out / "openvino_model.xml"), compress_to_fp16=False)
+    trials: dict[float, float] = {}
+    best: Any = None
+    for alpha in SMOOTH_QUANT_ALPHAS:
+        with _quiet(), contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout
+            quantised = nncf.quantize(
+                core.read_model(str(parent / "model.onnx")),
+                nncf.Dataset(batches),
+                model_type=nncf.ModelType.TRANSFORMER,
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(batches),
+                ignored_scope=nncf.IgnoredScope(names=excluded, validate=False),
+                advanced_parameters=AdvancedQuantizationParameters(
+                    smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)
+                ),
+            )
+        vectors = _openvino_vectors(quantised, checks)
+        trials[alpha] = float(np.einsum("ij,ij->i", vectors, reference).mean())
+        if max(trials.values()) == trials[alpha]:
+            best = quantised
+    chosen = max(trials, key=lambda a: trials[a])
+    record = {
+        "float_groups": sensitive,
+        "float_nodes": excluded,
+        "smooth_quant_alpha": chosen,
+        "held_out_mean_cosine": {str(a): c for a, c in trials.items()},
+        "fit_texts": len(scale_texts),
+        "held_out_texts": len(held_out),
+    }
+    (out / "int8.json").write_text(json.dumps(record, indent=2))
+    openvino.save_model(best, str(out / "openvino_model.xml"), compress_to_fp16=False)
 
 
 ARTIFACTS: dict[str, Artifact] = {
@@ -348,14 +401,16 @@ ARTIFACTS: dict[str, Artifact] = {
             "ort-dynamic-int8-per-channel-sensitive-float-v4",
             _quantise_onnx_int8,
             "onnx-fused",
+            fitted=True,
         ),
         Artifact("openvino", "openvino_model.xml", "openvino-ir-v1", _openvino_ir, parent="onnx-export"),
         Artifact(
             "openvino-int8",
             "openvino_model.xml",
-            "nncf-ptq-int8-mixed-sensitive-float-v4",
+            "nncf-ptq-int8-mixed-sensitive-float-smoothquant-choice-v5",
             _openvino_int8,
             "onnx-export",
+            fitted=True,
         ),
     )
 }
@@ -374,22 +429,36 @@ def exports_root() -> Path:
     return cache_root() / "exports"
 
 
-def ensure_artifact(name: str, source: ModelSource, *, root: Path | None = None) -> Path:
-    """The folder of artifact ``name`` for this model, built (with its parents) the first time, atomically."""
-    artifact = ARTIFACTS[name]
-    # The folder is named by the recipe too: a changed recipe builds anew instead of reusing a stale artifact.
+def fit_texts(sample: CalibrationSample | None) -> tuple[str, ...]:
+    """What fitted artifacts learn from: the sample's fit texts, or the bundled ones without a corpus."""
+    return sample.fit if sample is not None else calibration_texts(64, half="fit")
+
+
+def artifact_folder(name: str, source: ModelSource, *, sample: CalibrationSample | None = None) -> str:
+    """The folder name of artifact ``name``: by recipe (a changed recipe builds anew instead of reusing a stale
+    artifact) and, for a fitted one made from a corpus sample, by the sample too."""
     recipe = hashlib.sha256(artifact_recipe(name).encode()).hexdigest()[:8]
-    target = (root or exports_root()) / source.source_fingerprint / f"{name}-{recipe}"
+    fitted = sample is not None and ARTIFACTS[name].fitted
+    return f"{name}-{recipe}" + (f"-{sample.digest}" if fitted and sample is not None else "")
+
+
+def ensure_artifact(
+    name: str, source: ModelSource, *, root: Path | None = None, sample: CalibrationSample | None = None
+) -> Path:
+    """The folder of artifact ``name`` for this model, built (with its parents) the first time, atomically.
+    Fitted steps learn from ``sample``'s fit texts (the user's corpus), or from the bundled texts without one."""
+    artifact = ARTIFACTS[name]
+    target = (root or exports_root()) / source.source_fingerprint / artifact_folder(name, source, sample=sample)
     if (target / EXPORT_META).exists():
         return target
-    parent = ensure_artifact(artifact.parent, source, root=root) if artifact.parent else None
+    parent = ensure_artifact(artifact.parent, source, root=root, sample=sample) if artifact.parent else None
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
         out = Path(tmp) / "artifact"
         out.mkdir()
         try:
-            artifact.build(source, parent, out)
+            artifact.build(source, parent, out, fit_texts(sample))
         except ModelError:
             raise
         except Exception as exc:
@@ -407,6 +476,7 @@ def ensure_artifact(name: str, source: ModelSource, *, root: Path | None = None)
             "max_tokens": graph["max_tokens"],
             "spec": source.spec.to_dict(),
             "source_fingerprint": source.source_fingerprint,
+            "fit_texts": (sample.to_dict() if sample is not None else "stdlib-docs") if artifact.fitted else None,
             "build_seconds": time.perf_counter() - started,
         }
         write_json_atomic(out / EXPORT_META, meta)
@@ -420,12 +490,17 @@ def ensure_artifact(name: str, source: ModelSource, *, root: Path | None = None)
 
 
 def _remove_stale(current: Path) -> None:
-    """Builds of the same artifact by an older recipe are never used again: delete them (they are large)."""
+    """Builds of the same artifact from the same texts by an older recipe are never used again: delete them (they
+    are large). Builds from other corpora's samples stay."""
     import re
 
-    name = current.name.rsplit("-", 1)[0]
+    match = re.fullmatch(r"(.+)-([0-9a-f]{8})(-[0-9a-f]{12})?", current.name)
+    if match is None:
+        return
+    artifact, suffix = match.group(1), match.group(3) or ""
+    pattern = re.escape(artifact) + r"-[0-9a-f]{8}" + re.escape(suffix)
     for sibling in current.parent.iterdir():
-        if sibling != current and re.fullmatch(re.escape(name) + r"-[0-9a-f]{8}", sibling.name):
+        if sibling != current and re.fullmatch(pattern, sibling.name):
             shutil.rmtree(sibling, ignore_errors=True)
 
 

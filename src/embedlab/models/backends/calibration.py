@@ -32,7 +32,7 @@ from embedlab.errors import ModelError
 from embedlab.files import format_table, write_json_atomic
 from embedlab.models.backends.registry import BACKENDS, get_backend, quick_backends
 from embedlab.models.backends.runners import normalise
-from embedlab.models.backends.texts import CHECK_TEXTS, calibration_texts
+from embedlab.models.backends.texts import CHECK_TEXTS, CalibrationSample, calibration_texts
 from embedlab.models.encoders import Vectors, cpu_threads
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class Calibration:
     measurements: list[BackendMeasurement]
     manifest: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
+    gate_texts: str = "the bundled stdlib-docs check texts"
+    """Which texts the gate judged the backends on, in words (the user's corpus sample, or the bundled texts)."""
 
     def measurement(self, backend: str) -> BackendMeasurement | None:
         return next((m for m in self.measurements if m.backend == backend), None)
@@ -157,7 +159,7 @@ class Calibration:
         )
         where = f"{self.machine['cpu']}, {self.machine['threads']} threads, flags {','.join(self.machine['cpu_flags'])}"
         note = " (cached)" if self.cached else ""
-        return f"{self.model} on {where}{note}\n{table}"
+        return f"{self.model} on {where}{note}\ngate judged on {self.texts} texts: {self.gate_texts}\n{table}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +174,7 @@ class Calibration:
             "rounds": self.rounds,
             "gate": asdict(self.gate),
             "measurements": [m.to_dict() for m in self.measurements],
+            "gate_texts": self.gate_texts,
             "manifest": self.manifest,
         }
 
@@ -188,17 +191,30 @@ class Calibration:
             gate=QualityGate(**data["gate"]),
             measurements=[BackendMeasurement(**m) for m in data["measurements"]],
             manifest=data.get("manifest", {}),
+            gate_texts=data.get("gate_texts", Calibration.gate_texts),
         )
 
 
-def calibration_path(fingerprint: str, *, root: Path | None = None) -> Path:
+def calibration_path(fingerprint: str, *, root: Path | None = None, sample: str | None = None) -> Path:
+    """Where the calibration of one model (by fingerprint) on this machine is kept; per corpus sample (its digest)
+    when the gate used one."""
     from embedlab.paths import cache_root
 
-    return (root or cache_root()) / "calibration" / f"{fingerprint}-{machine_key()}.json"
+    name = f"{fingerprint}-{machine_key()}" + (f"-{sample}" if sample else "")
+    return (root or cache_root()) / "calibration" / f"{name}.json"
+
+
+def _check_texts_key(sample: CalibrationSample | None) -> str:
+    return CHECK_TEXTS if sample is None else f"corpus-sample-{sample.digest}"
 
 
 def _usable_cached(
-    path: Path, backends: Sequence[str], gate: QualityGate, texts: int, with_data: str | None
+    path: Path,
+    backends: Sequence[str],
+    gate: QualityGate,
+    texts: int,
+    with_data: str | None,
+    check_texts: str = CHECK_TEXTS,
 ) -> Calibration | None:
     try:
         calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -209,7 +225,7 @@ def _usable_cached(
     recipes = calibration.manifest.get("recipes", {})
     same_recipes = all(recipes.get(name) == BACKENDS[name].full_recipe for name in backends)
     if (
-        calibration.manifest.get("check_texts") == CHECK_TEXTS
+        calibration.manifest.get("check_texts") == check_texts
         and set(backends) <= measured
         and calibration.gate == gate
         and calibration.texts >= texts
@@ -241,9 +257,12 @@ def calibrate(
     backends interleaved within each round. With ``ndcg`` (an :class:`NdcgCheck`, e.g.
     :class:`embedlab.retrieval.RetrievalNdcg` over labelled data), nDCG@10 is measured for every backend too (the
     whole corpus is encoded by each: slow) and gated by ``gate.max_ndcg_drop``. A cached result is
-    reused when it covers the asked backends, built by the same recipes, with the same gate and data and at least
-    as many texts;
-    ``refresh`` measures again.
+    reused when it covers the asked backends, built by the same recipes, with the same gate, data and check texts
+    and at least as many of them; ``refresh`` measures again.
+
+    The check texts are the encoder's :attr:`~embedlab.models.encoders.SentenceTransformerEncoder.calibration_sample`
+    (a seeded sample of the user's corpus, at most ``texts`` of its check texts; the result is cached per sample)
+    or, without one, ``texts`` bundled stdlib-docs texts. int8 backends are fitted to the other half, never to them.
     A progress bar shows on a terminal (``show_progress=None``), always (``True``) or never (``False``).
     """
     from embedlab.manifest import build_manifest
@@ -258,21 +277,27 @@ def calibrate(
     if "torch" not in wanted:
         wanted.insert(0, "torch")  # the reference every other backend is compared with
     fingerprint = encoder.source_fingerprint
-    path = calibration_path(fingerprint, root=root)
+    corpus = encoder.calibration_sample
+    path = calibration_path(fingerprint, root=root, sample=corpus.digest if corpus is not None else None)
     data_hash = ndcg.key if ndcg is not None else None
+    check_key = _check_texts_key(corpus)
+    if corpus is not None:
+        texts = min(texts, len(corpus.check))
     if not refresh:
-        cached = _usable_cached(path, wanted, gate, texts, data_hash)
+        cached = _usable_cached(path, wanted, gate, texts, data_hash, check_key)
         if cached is not None:
             return cached
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    sample = list(calibration_texts(texts))
+    sample = list(corpus.check[:texts]) if corpus is not None else list(calibration_texts(texts))
+    gate_texts = corpus.describe() if corpus is not None else Calibration.gate_texts
     measurements = {name: BackendMeasurement(name) for name in wanted}
     encoders: dict[str, SentenceTransformerEncoder] = {}
     progress = tqdm(
         total=len(wanted),
-        desc=f"calibrating backends for {encoder.spec.name} (once per model and machine)",
+        desc=f"calibrating backends for {encoder.spec.name} (once per model and machine"
+        + (", on a sample of the corpus)" if corpus is not None else ")"),
         disable=None if show_progress is None else not show_progress,
     )
     for name in wanted:
@@ -344,15 +369,33 @@ def calibrate(
             models=[encoder.spec.name],
             eval_data=data_hash,
             recipes={name: BACKENDS[name].full_recipe for name in wanted},
-            check_texts=CHECK_TEXTS,
+            check_texts=check_key,
+            calibration_sample=corpus.to_dict() if corpus is not None else None,
             wall_seconds=0.0,
         ),
+        gate_texts=gate_texts,
     )
     calibration.manifest["wall_seconds"] = time.perf_counter() - started
     write_json_atomic(path, calibration.to_dict())
     return calibration
 
 
+INT8_CORPUS_TEXTS = 2000
+"""From this many distinct corpus texts up, ``auto`` also builds and measures the int8 backends (fitted to the
+corpus sample). Building them takes minutes for a base-size model (NNCF ran 80–110 s per setting on
+all-mpnet-base-v2), about what float32 PyTorch takes to encode a corpus of this size with it; below it the build
+would cost more than it can save."""
+
+
 def auto_backend(encoder: Any) -> str:
-    """The backend ``auto`` runs ``encoder`` on: a cached calibration's choice, else a quick calibration's."""
-    return calibrate(encoder, backends=quick_backends(), texts=16).chosen
+    """The backend ``auto`` runs ``encoder`` on, from a cached calibration when there is one.
+
+    Without a corpus (:func:`~embedlab.models.backends.using_corpus`): a quick calibration on the bundled texts,
+    no int8 builds. With one: every backend gated on the corpus sample's check texts, int8 (fitted to the sample)
+    included once the corpus has :data:`INT8_CORPUS_TEXTS` texts; cached per model, machine and sample.
+    """
+    sample = getattr(encoder, "calibration_sample", None)
+    if sample is None:
+        return calibrate(encoder, backends=quick_backends(), texts=16).chosen
+    wanted = list(BACKENDS) if sample.corpus_texts >= INT8_CORPUS_TEXTS else list(quick_backends())
+    return calibrate(encoder, backends=wanted, texts=len(sample.check)).chosen

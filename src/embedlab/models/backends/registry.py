@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from embedlab.errors import ModelError
-from embedlab.models.backends.artifacts import artifact_recipe
+from embedlab.models.backends.artifacts import ARTIFACTS, artifact_recipe
 from embedlab.models.backends.runners import OnnxRuntimeRunner, OpenVinoRunner, Runner, RunnerContext, TorchRunner
 from embedlab.models.encoders import ENCODING_VERSION
 
@@ -69,6 +69,12 @@ class Backend:
     @property
     def full_recipe(self) -> str:
         return self.recipe if self.artifact is None else f"{artifact_recipe(self.artifact)}+{self.recipe}"
+
+    @property
+    def fitted(self) -> bool:
+        """Whether its artifact learns from calibration texts (int8 scales): then a corpus sample changes its
+        vectors, and its fingerprint names the sample."""
+        return self.artifact is not None and ARTIFACTS[self.artifact].fitted
 
 
 def _folder(context: RunnerContext) -> Path:
@@ -210,12 +216,16 @@ def using_backend(name: str) -> Iterator[str]:
         _DEFAULT.reset(token)
 
 
-def fingerprint_of(source_fingerprint: str, backend: str) -> str:
-    """The fingerprint of ``backend``'s vectors of a model whose float32 fingerprint is ``source_fingerprint``."""
+def fingerprint_of(source_fingerprint: str, backend: str, *, sample: str | None = None) -> str:
+    """The fingerprint of ``backend``'s vectors of a model whose float32 fingerprint is ``source_fingerprint``;
+    ``sample`` is the digest of the corpus sample a fitted (int8) backend learnt from, if not the bundled texts."""
     if backend == "torch":
         return source_fingerprint
-    recipe = get_backend(backend).full_recipe
-    return hashlib.sha256(repr((ENCODING_VERSION, source_fingerprint, backend, recipe)).encode()).hexdigest()[:16]
+    chosen = get_backend(backend)
+    settings: tuple[object, ...] = (ENCODING_VERSION, source_fingerprint, backend, chosen.full_recipe)
+    if chosen.fitted and sample is not None:
+        settings = (*settings, sample)
+    return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
 
 
 def describe_backends() -> list[dict[str, Any]]:
