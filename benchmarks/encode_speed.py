@@ -103,7 +103,11 @@ def _arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[st
     prepared: dict[str, Any] = {}
     sample = base.calibration_sample
     print(f"  int8 fitted to and auto judged on: {sample.describe() if sample else 'the bundled texts'}", flush=True)
-    for name in backends:
+    chosen = None
+    for name in sorted(backends, key=lambda n: n != AUTO):  # auto first: an arm it chose is not timed twice
+        if name == chosen:
+            print(f"  {name}: the same as auto's choice, timed once (as auto→{name})", flush=True)
+            continue
         reason = BACKENDS[name].unavailable() if name != AUTO else None
         if reason:
             print(f"  {name}: skipped ({reason})", flush=True)
@@ -113,7 +117,9 @@ def _arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[st
         t0 = time.perf_counter()
         encoder.prepare()
         encoder.encode(["warm-up text"], role="document")
-        arm = f"auto→{encoder.resolved_backend}" if name == AUTO else name
+        if name == AUTO:
+            chosen = encoder.resolved_backend
+        arm = f"auto→{chosen}" if name == AUTO else name
         prepared[arm] = time.perf_counter() - t0
         arms[arm] = lambda texts, role, e=encoder: e.encode(texts, role=role, batch_size=batch_size)
     return arms, prepared
