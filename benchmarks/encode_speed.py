@@ -18,6 +18,12 @@ with ``--docs`` below it, it is left out unless ``--ndcg``, which encodes the re
 resumes there (all-mpnet-base-v2's seven arms over the full corpus take about 3.5 hours on 2 cores). A resumed
 run must be on the same machine (CPU, flags, threads), with the same arms and documents.
 
+The embedlab arms run as a command with the user's corpus runs them: inside ``using_corpus`` over the SciFact
+corpus, so ``auto`` is calibrated and gated on a seeded sample of it and int8 is fitted to that sample (not to the
+bundled texts); ``--no-corpus`` runs them as before, on the bundled texts. ``auto`` is an arm too (named
+``auto→<its choice>``); its calibration (every backend, int8 built) happens before timing, cached per model ×
+machine × sample, and its seconds are reported with the builds.
+
 ``--compare-rerun`` also times ``embedlab compare`` on SciFact twice with one fresh embedding cache: the first run
 encodes, the second reads the cached vectors.
 
@@ -27,6 +33,7 @@ Usage::
     python benchmarks/encode_speed.py --models mpnet-base --docs 500
     python benchmarks/encode_speed.py --models mpnet-base --chunk 64 --state runs/encode-state --out runs/mpnet.json
     python benchmarks/encode_speed.py --models minilm-l6 --docs 0 --compare-rerun   # only the compare re-run
+    python benchmarks/encode_speed.py --backends auto,openvino-int8,openvino-bf16 --out runs/encode-speed.json
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from embedlab.data.loaders import load_beir
 from embedlab.evaluate.metrics import evaluate_run
 from embedlab.files import format_table, write_json_atomic
 from embedlab.manifest import build_manifest, hardware
-from embedlab.models.backends import BACKENDS
+from embedlab.models.backends import AUTO, BACKENDS, using_corpus
 from embedlab.models.encoders import SentenceTransformerEncoder
 from embedlab.models.loading import load_encoder
 from embedlab.retrieval import exact_top_k
@@ -71,8 +78,16 @@ def ndcg_at_10(dataset: Any, documents: np.ndarray, queries: np.ndarray) -> floa
     return float(evaluate_run(run, dataset.qrels, ["ndcg@10"]).means["ndcg@10"])
 
 
-def arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[str, Callable[..., np.ndarray]], dict]:
-    """Each arm: ``encode(texts, role)`` → vectors. Also the seconds each arm took to build its artifact."""
+def arms_for(
+    model: str, backends: list[str], batch_size: int, corpus: list[str]
+) -> tuple[dict[str, Callable[..., np.ndarray]], dict]:
+    """Each arm: ``encode(texts, role)`` → vectors. Also the seconds each arm took to build its artifact (for
+    ``auto``: to calibrate). The embedlab encoders keep the sample of ``corpus`` (none if it is empty)."""
+    with using_corpus(corpus):
+        return _arms_for(model, backends, batch_size)
+
+
+def _arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[str, Callable[..., np.ndarray]], dict]:
     from sentence_transformers import SentenceTransformer
 
     base = load_encoder(model, backend="torch")
@@ -86,8 +101,14 @@ def arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[str
 
     arms: dict[str, Callable[..., np.ndarray]] = {REFERENCE: st_default}
     prepared: dict[str, Any] = {}
-    for name in backends:
-        reason = BACKENDS[name].unavailable()
+    sample = base.calibration_sample
+    print(f"  int8 fitted to and auto judged on: {sample.describe() if sample else 'the bundled texts'}", flush=True)
+    chosen = None
+    for name in sorted(backends, key=lambda n: n != AUTO):  # auto first: an arm it chose is not timed twice
+        if name == chosen:
+            print(f"  {name}: the same as auto's choice, timed once (as auto→{name})", flush=True)
+            continue
+        reason = BACKENDS[name].unavailable() if name != AUTO else None
         if reason:
             print(f"  {name}: skipped ({reason})", flush=True)
             prepared[name] = f"unavailable: {reason}"
@@ -96,8 +117,11 @@ def arms_for(model: str, backends: list[str], batch_size: int) -> tuple[dict[str
         t0 = time.perf_counter()
         encoder.prepare()
         encoder.encode(["warm-up text"], role="document")
-        prepared[name] = time.perf_counter() - t0
-        arms[name] = lambda texts, role, e=encoder: e.encode(texts, role=role, batch_size=batch_size)
+        if name == AUTO:
+            chosen = encoder.resolved_backend
+        arm = f"auto→{chosen}" if name == AUTO else name
+        prepared[arm] = time.perf_counter() - t0
+        arms[arm] = lambda texts, role, e=encoder: e.encode(texts, role=role, batch_size=batch_size)
     return arms, prepared
 
 
@@ -136,8 +160,8 @@ class ChunkState:
 
 def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     print(f"\n== {model}", flush=True)
-    arms, prepared = arms_for(model, args.backends, args.batch_size)
     texts = [d.full_text for d in dataset.corpus]
+    arms, prepared = arms_for(model, args.backends, args.batch_size, [] if args.no_corpus else texts)
     order = list(range(len(texts)))
     random.Random(0).shuffle(order)
     timed = sorted(order[: args.docs]) if args.docs < len(texts) else order
@@ -237,7 +261,13 @@ def bench_model(model: str, dataset: Any, args: argparse.Namespace) -> dict[str,
         ),
         flush=True,
     )
-    return {"model": model, "docs_timed": len(timed), "ndcg_on_full_corpus": with_ndcg, "arms": results}
+    return {
+        "model": model,
+        "docs_timed": len(timed),
+        "ndcg_on_full_corpus": with_ndcg,
+        "fitted_on": "bundled texts" if args.no_corpus else "a seeded sample of the SciFact corpus",
+        "arms": results,
+    }
 
 
 def compare_rerun(model: str, backend: str) -> dict[str, Any]:
@@ -279,6 +309,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=256, help="Documents per interleaved turn.")
     parser.add_argument("--compare-rerun", action="store_true", help="Also time `embedlab compare` twice.")
+    parser.add_argument(
+        "--no-corpus", action="store_true", help="Fit int8 and judge auto on the bundled texts, not on SciFact."
+    )
     parser.add_argument("--compare-backend", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="Write every figure as JSON here.")
     parser.add_argument(

@@ -738,13 +738,23 @@ def active_backend() -> str | None:
     return default_backend()
 
 
+def _active_sample() -> dict[str, Any] | None:
+    """The sample of the caller's corpus (``embedlab.models.backends.using_corpus``), texts included, if any."""
+    from embedlab.models.backends import current_sample
+
+    sample = current_sample()
+    return sample.texts_dict() if sample is not None else None
+
+
 def _run_request(request: Mapping[str, Any]) -> ModelCost:
     backend = request.get("backend")
     if backend and request["kind"] != "bm25":
-        # The worker is a new process: the caller's choice of backend (a context variable) must be set again.
-        from embedlab.models.backends import using_backend
+        # The worker is a new process: the caller's choice of backend and the sample of its corpus that `auto`
+        # and int8 use (context variables) must be set again.
+        from embedlab.models.backends import CalibrationSample, using_backend, using_sample
 
-        with using_backend(backend):
+        sample = request.get("calibration_sample")
+        with using_backend(backend), using_sample(CalibrationSample.from_texts_dict(sample) if sample else None):
             return _run_request({**request, "backend": None})
     if request["kind"] == "bm25":
         return _measure_bm25(
@@ -830,6 +840,7 @@ def measure_cost(
                 "batch_size": batch_size,
                 "budget_s": budget_s,
                 "backend": active_backend(),
+                "calibration_sample": _active_sample(),
             }
         )
     return _measure_encoder(

@@ -46,10 +46,10 @@ from embedlab.models.backends import (
     EXPORT_SCHEMA,
     calibrate,
     get_backend,
-    retrieval_ndcg,
 )
 from embedlab.models.encoders import SentenceTransformerEncoder
 from embedlab.models.loading import load_encoder
+from embedlab.retrieval import retrieval_ndcg
 
 DEFAULT_MAX_NDCG_DROP = 0.5
 
@@ -159,7 +159,8 @@ def export_model(
             f"'{reference.spec.name}' is a {reference.spec.kind} model: only sentence-transformers models are "
             "exported (fix: export its source model, e.g. minilm-l6)"
         )
-    chosen = calibrate(reference).chosen if backend == AUTO else get_backend(backend).name
+    calibration = calibrate(reference) if backend == AUTO else None
+    chosen = calibration.chosen if calibration is not None else get_backend(backend).name
     target = reference.with_backend(chosen)
     baseline = retrieval_ndcg(reference, eval_data, batch_size=batch_size, cache=cache, show_progress=show_progress)
     exported = retrieval_ndcg(target, eval_data, batch_size=batch_size, cache=cache, show_progress=show_progress)
@@ -171,11 +172,14 @@ def export_model(
         max_ndcg_drop=max_ndcg_drop,
         dataset=eval_data.describe(),
     )
+    fitted_on = target.calibration_sample if get_backend(chosen).fitted else None
     result.manifest = build_manifest(
         command="export",
         models=[str(model)],
         backend=chosen,
         data={"content_hash": eval_data.content_hash, "source": eval_data.source},
+        auto_gate_texts=calibration.gate_texts if calibration is not None else None,
+        int8_fit_texts=fitted_on.to_dict() if fitted_on is not None else None,
         wall_seconds=time.perf_counter() - started,
     )
     if not result.accepted:

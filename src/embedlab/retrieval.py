@@ -262,3 +262,35 @@ def build_retriever(
     if spec is not None and spec.kind == "bm25":
         return BM25Retriever(spec)
     return DenseRetriever(load_encoder(name_or_path), cache=cache, batch_size=batch_size)
+
+
+def retrieval_ndcg(
+    encoder: Encoder,
+    dataset: RetrievalDataset,
+    *,
+    batch_size: int = 32,
+    cache: EmbeddingCache | None = None,
+    show_progress: bool = False,
+) -> float:
+    """Mean nDCG@10 of exact dense retrieval with ``encoder`` on ``dataset`` (0–1), vectors through ``cache``."""
+    from embedlab.evaluate.metrics import evaluate_run
+
+    retriever = DenseRetriever(encoder, cache=cache, batch_size=batch_size)
+    outcome = retriever.retrieve(dataset, k=10, show_progress=show_progress)
+    return float(evaluate_run(outcome.run, dataset.qrels, ["ndcg@10"]).means["ndcg@10"])
+
+
+@dataclass(frozen=True)
+class RetrievalNdcg:
+    """:func:`retrieval_ndcg` on one dataset, as the nDCG check that
+    :func:`embedlab.models.backends.calibrate` takes (``calibrate(encoder, ndcg=RetrievalNdcg(dataset))``)."""
+
+    dataset: RetrievalDataset
+    batch_size: int = 32
+
+    @property
+    def key(self) -> str:
+        return self.dataset.content_hash
+
+    def __call__(self, encoder: Encoder) -> float:
+        return retrieval_ndcg(encoder, self.dataset, batch_size=self.batch_size)

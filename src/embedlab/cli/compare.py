@@ -64,6 +64,7 @@ def compare(
         embedlab compare --data ../shared/data/scifact --models minilm-l6,bm25 --engine ray --ray-address head:6379
     """
     from embedlab.evaluate.compare import compare as run_compare
+    from embedlab.models.backends import using_corpus
 
     out_folder(out)
     check_positive("--batch-size", batch_size)
@@ -72,8 +73,8 @@ def compare(
     runner = open_engine(engine, ray_address)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
     cache = open_cache(cache_dir)
-    embed_on_engine(runner, dataset, split_list(models), cache=cache, backend=backend, batch_size=batch_size)
-    with scope:
+    with scope, using_corpus(d.full_text for d in dataset.corpus):  # `auto` is judged on these documents
+        embed_on_engine(runner, dataset, split_list(models), cache=cache, backend=backend, batch_size=batch_size)
         comparison = run_compare(
             dataset,
             split_list(models),

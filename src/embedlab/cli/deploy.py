@@ -148,8 +148,12 @@ def index(
     runner = open_engine(engine, ray_address)
     dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
     cache = open_cache(cache_dir)
-    # The sweep also encodes the queries; an index needs only the documents.
-    embed_on_engine(runner, dataset, [model], cache=cache, backend=backend, batch_size=32, queries=sweep)
+    from embedlab.models.backends import using_corpus
+
+    corpus = using_corpus(d.full_text for d in dataset.corpus)  # `auto` is judged on these documents
+    with using_corpus(d.full_text for d in dataset.corpus):
+        # The sweep also encodes the queries; an index needs only the documents.
+        embed_on_engine(runner, dataset, [model], cache=cache, backend=backend, batch_size=32, queries=sweep)
     if sweep:
         from embedlab.index.build import parse_system
         from embedlab.index.sweep import sweep as run_sweep
@@ -163,7 +167,7 @@ def index(
         typer.echo(
             f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({split})", err=True
         )
-        with scope:
+        with scope, corpus:
             result = run_sweep(dataset, model, target=target, cache=cache, show_progress=True)
         typer.echo(str(result))
         paths = result.write(out or Path("runs") / f"sweep-{dataset.name}")
@@ -174,7 +178,7 @@ def index(
     out = out or Path("indexes") / dataset.name
     typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents -> {store} ({out})", err=True)
     model = model.strip()
-    with scope:
+    with scope, corpus:
         manifest = build_index(
             dataset,
             model,

@@ -60,7 +60,7 @@ def embed(
 
         embedlab embed --data ../shared/data/scifact --models minilm-l6,mpnet-base --out runs/embed --engine ray
     """
-    from embedlab.models.backends import check_backend_name
+    from embedlab.models.backends import check_backend_name, using_corpus
     from embedlab.scale.engines import get_engine
     from embedlab.scale.job import dense_models, embed_dataset
 
@@ -76,17 +76,18 @@ def embed(
             f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries -> {out} ({runner.name})",
             err=True,
         )
-        run = embed_dataset(
-            dataset,
-            names,
-            out=out,
-            engine=runner,
-            backend=backend,
-            cache=open_cache(cache_dir),
-            shard_size=shard_size,
-            batch_size=batch_size,
-            show_progress=True,
-        )
+        with using_corpus(d.full_text for d in dataset.corpus):  # `auto` is judged on these documents
+            run = embed_dataset(
+                dataset,
+                names,
+                out=out,
+                engine=runner,
+                backend=backend,
+                cache=open_cache(cache_dir),
+                shard_size=shard_size,
+                batch_size=batch_size,
+                show_progress=True,
+            )
     finally:
         runner.close()
     typer.echo(str(run))

@@ -60,7 +60,7 @@ def export(
         embedlab export minilm-l6 --backend onnx-int8 --data ../shared/data/scifact --out models/minilm-int8
     """
     from embedlab.export import ExportRefused, export_model
-    from embedlab.models.backends import check_backend_name
+    from embedlab.models.backends import check_backend_name, using_corpus
 
     check_backend_name(backend)
     out_folder(out)
@@ -74,16 +74,17 @@ def export(
         err=True,
     )
     try:
-        result = export_model(
-            model,
-            backend,
-            out,
-            dataset,
-            max_ndcg_drop,
-            cache=open_cache(cache_dir),
-            batch_size=batch_size,
-            show_progress=True,
-        )
+        with using_corpus(d.full_text for d in dataset.corpus):  # `auto` and int8 scales from these documents
+            result = export_model(
+                model,
+                backend,
+                out,
+                dataset,
+                max_ndcg_drop,
+                cache=open_cache(cache_dir),
+                batch_size=batch_size,
+                show_progress=True,
+            )
     except ExportRefused as refused:
         typer.echo(str(refused.result))
         raise
@@ -98,12 +99,23 @@ def backends(
         str | None, typer.Option("--model", help="Also calibrate this model: speed and agreement of every backend.")
     ] = None,
     refresh: Annotated[bool, typer.Option(help="Measure again even if this machine's result is cached.")] = False,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="With --model: judge the backends on a seeded sample of this corpus (BEIR folder, pairs file or "
+            "folder of documents), as compare/select/index/export do, and fit int8 to it. Default: bundled texts.",
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="The split of --data to read (its corpus is the same in all).")] = "test",
 ) -> None:
     """List the inference backends and whether each runs here; with --model, what `--backend auto` picks and why.
 
+    The table says which texts the gate judged on: a sample of --data's corpus, or the bundled texts.
+
     Example:
 
-        embedlab backends --model minilm-l6
+        embedlab backends --model minilm-l6 --data ../shared/data/scifact
     """
     from embedlab.files import format_table
     from embedlab.manifest import hardware
@@ -124,4 +136,8 @@ def backends(
     if not isinstance(encoder, SentenceTransformerEncoder):
         raise EmbedlabError(f"'{model}' is a {encoder.spec.kind} model: it has one runtime, nothing to calibrate")
     typer.echo("", err=True)
-    typer.echo(str(calibrate(encoder, refresh=refresh, show_progress=True)))
+    from embedlab.models.backends import using_corpus
+
+    corpus = [d.full_text for d in load_retrieval_data(data, split).corpus] if data is not None else []
+    with using_corpus(corpus):
+        typer.echo(str(calibrate(encoder, refresh=refresh, show_progress=True)))

@@ -115,8 +115,10 @@ def select_command(
     runner = open_engine(engine, ray_address)
     dataset = load_evaluation_data(data, split, allow_unknown_ids, duplicate_judgements, strict)
     cache = open_cache(cache_dir)
-    embed_on_engine(runner, dataset, list(config.models), cache=cache, backend=backend, batch_size=batch_size)
-    with scope:
+    from embedlab.models.backends import using_corpus
+
+    with scope, using_corpus(d.full_text for d in dataset.corpus):  # `auto` is judged on these documents
+        embed_on_engine(runner, dataset, list(config.models), cache=cache, backend=backend, batch_size=batch_size)
         selection = select(
             dataset,
             config,

@@ -55,9 +55,7 @@ from embedlab.data.dataset import RetrievalDataset
 from embedlab.errors import DataError
 from embedlab.files import write_json_atomic
 from embedlab.finetune.splits import _fold
-
-PROVENANCE_FILE = "embedlab_training.json"
-"""The record's file name inside a saved sentence-transformers model folder."""
+from embedlab.paths import PROVENANCE_FILE
 
 TRAINED_MARK = "†"
 """Shown after a model's name in every table where it is evaluated on queries or relevant documents it trained on."""

@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from embedlab.finetune.provenance import PROVENANCE_FILE
 from embedlab.models.catalog import ModelSpec
+from embedlab.paths import PROVENANCE_FILE
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from embedlab.models.backends.texts import CalibrationSample
 
 Role = Literal["query", "document"]
 Vectors = NDArray[np.float32]
@@ -132,6 +134,19 @@ class SentenceTransformerEncoder:
         self._runner: Any = None
         self._artifact: Path | None = None
         self._shared_model: Callable[[], SentenceTransformer] | None = None
+        self._sample: CalibrationSample | None = None
+        self._sample_known = False
+
+    @property
+    def calibration_sample(self) -> CalibrationSample | None:
+        """The sample of the user's corpus that ``auto`` gates on and int8 artifacts are fitted to: the one in
+        effect (:func:`~embedlab.models.backends.using_corpus`) when the encoder first needs it, then fixed, so
+        that its vectors never change under it. ``None``: the bundled texts."""
+        if not self._sample_known:
+            from embedlab.models.backends.texts import current_sample
+
+            self._sample, self._sample_known = current_sample(), True
+        return self._sample
 
     @property
     def model(self) -> SentenceTransformer:
@@ -182,6 +197,7 @@ class SentenceTransformerEncoder:
         other._model = self._model
         other._shared_model = lambda: self.model  # loaded once, by whichever needs it first
         other._source_fingerprint = self._source_fingerprint
+        other._sample, other._sample_known = self.calibration_sample, True
         return other
 
     def prepare(self) -> None:
@@ -201,7 +217,7 @@ class SentenceTransformerEncoder:
 
             raise ModelError(f"backend '{backend.name}' runs on the CPU only (the model is on {self.device})")
         if backend.artifact is not None:
-            self._artifact = ensure_artifact(backend.artifact, self)
+            self._artifact = ensure_artifact(backend.artifact, self, sample=self.calibration_sample)
         self._runner = backend.open(
             RunnerContext(threads=self.threads, folder=self._artifact, model=lambda: self.model)
         )
@@ -266,7 +282,10 @@ class SentenceTransformerEncoder:
     def fingerprint(self) -> str:
         from embedlab.models.backends import fingerprint_of
 
-        return fingerprint_of(self.source_fingerprint, self.resolved_backend)
+        sample = self.calibration_sample
+        return fingerprint_of(
+            self.source_fingerprint, self.resolved_backend, sample=sample.digest if sample is not None else None
+        )
 
     def encode(self, texts: Sequence[str], *, role: Role, batch_size: int = 32, show_progress: bool = False) -> Vectors:
         self.prepare()

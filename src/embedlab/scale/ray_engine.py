@@ -35,6 +35,7 @@ import numpy as np
 
 from embedlab.embedding import EmbeddingCache
 from embedlab.errors import EmbedlabError
+from embedlab.models.backends import current_sample
 from embedlab.models.encoders import Role
 from embedlab.scale.shards import EncodedShard, ShardTask
 
@@ -45,7 +46,7 @@ RESERVED_SHARE = 0.75
 class EncodeActor:
     """A Ray Data actor: loads one model once, then encodes every batch it is given (documents and queries)."""
 
-    def __init__(self, *, model: str, backend: str, batch_size: int, threads: int):
+    def __init__(self, *, model: str, backend: str, batch_size: int, threads: int, sample: Any = None):
         import ray
         import torch
 
@@ -55,12 +56,16 @@ class EncodeActor:
         # sized to use ``threads`` cores.
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+        from embedlab.models.backends import using_sample
         from embedlab.scale.engines import encoder_backend
 
-        self.encoder = load_encoder(model, backend=backend)
+        # The driver's corpus sample: `auto` judges, and int8 is fitted, on the user's documents on every node, and
+        # the vectors' fingerprints match those of the local path that reads them from the cache.
+        with using_sample(sample):
+            self.encoder = load_encoder(model, backend=backend)
+            self.fingerprint = self.encoder.fingerprint
+            self.backend = encoder_backend(self.encoder)
         self.batch_size = batch_size
-        self.fingerprint = self.encoder.fingerprint
-        self.backend = encoder_backend(self.encoder)
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -193,6 +198,7 @@ class RayEngine:
                 "backend": backend,
                 "batch_size": batch_size,
                 "threads": max(1, math.ceil(reserved / RESERVED_SHARE - 1e-9)),
+                "sample": current_sample(),
             },
             batch_size=max(batch_size * 8, 1),
             batch_format="numpy",
