@@ -205,6 +205,13 @@ def test_int8_fitted_on_the_corpus_keeps_the_vectors(minilm: SentenceTransformer
     assert meta["fit_texts"]["digest"] == sample.digest
     cosines = np.einsum("ij,ij->i", vectors, minilm.encode(check, role="document"))
     assert cosines.min() >= 0.97 and cosines.mean() >= 0.99
+    # Texts of 31-32 tokens encoded alone: a batch exactly 32 tokens wide came out wrong on an AMX Xeon.
+    tokenizer = minilm.model.tokenizer
+    sentences = [s for text in abstracts[:300] for s in text.split(". ") if len(s) > 20]
+    near_32 = [s for s in sentences if len(tokenizer(s)["input_ids"]) in (31, 32)][:6]
+    assert near_32
+    alone = np.vstack([encoder.encode([s], role="document") for s in near_32])
+    assert np.einsum("ij,ij->i", alone, minilm.encode(near_32, role="document")).min() >= 0.97
 
 
 def test_a_cost_worker_gets_the_callers_sample(abstracts: list[str]) -> None:
