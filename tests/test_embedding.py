@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,10 @@ def test_corrupted_shard_is_discarded_and_reencoded(tmp_path: Path, hashing_enco
     shards = list((tmp_path / "embeddings").rglob("*.npz"))
     assert len(shards) == 1
     shards[0].write_bytes(shards[0].read_bytes()[:40])  # as if the disk filled up mid-write
+    # A library configuring logging earlier in the suite (logging.config, disable_existing_loggers) can disable
+    # this module's logger; the warning itself is what is checked here.
+    logging.getLogger("embedlab.embedding").disabled = False
+    caplog.set_level(logging.WARNING, logger="embedlab.embedding")
     vectors = embed(hashing_encoder, TEXTS, role="document", cache=EmbeddingCache(tmp_path))
     assert hashing_encoder.calls == [3, 3]
     assert "discarding unreadable cache shard" in caplog.text
