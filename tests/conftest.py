@@ -239,30 +239,51 @@ def write_beir() -> Any:
     return _write_beir
 
 
-@pytest.fixture(scope="session")
-def small_beir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """A BEIR folder of real SciFact: 24 train and 8 test queries over 80 abstracts."""
-    source = shared_data / "scifact"
-    out = tmp_path_factory.mktemp("scifact-tiny")
+def _scifact_slice(source: Path, out: Path, *, train_queries: int, test_queries: int, documents: int) -> Path:
+    """Real SciFact cut down: the first train and test queries, their relevant abstracts, then others."""
 
     def qrels(split: str) -> dict[str, dict[str, str]]:
         table: dict[str, dict[str, str]] = {}
         for line in (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
-            q, d, s = line.split("\t")
-            table.setdefault(q, {})[d] = s
+            query, doc, grade = line.split("\t")
+            table.setdefault(query, {})[doc] = grade
         return table
 
     train, test = qrels("train"), qrels("test")
-    train_ids, test_ids = list(train)[:24], list(test)[:8]
+    train_ids, test_ids = list(train)[:train_queries], list(test)[:test_queries]
     needed = {d for q in train_ids for d in train[q]} | {d for q in test_ids for d in test[q]}
     docs = [json.loads(line) for line in (source / "corpus.jsonl").open()]
     kept = [d for d in docs if d["_id"] in needed]
-    kept += [d for d in docs if d["_id"] not in needed][: 80 - len(kept)]
+    kept += [d for d in docs if d["_id"] not in needed][: documents - len(kept)]
+    (out / "qrels").mkdir(parents=True)
     (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
     queries = {json.loads(line)["_id"]: line for line in (source / "queries.jsonl").open()}
     (out / "queries.jsonl").write_text("".join(queries[q] for q in train_ids + test_ids))
-    (out / "qrels").mkdir()
     for split, table, ids in (("train", train, train_ids), ("test", test, test_ids)):
         rows = "".join(f"{q}\t{d}\t{s}\n" for q in ids for d, s in table[q].items())
         (out / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
     return out
+
+
+@pytest.fixture(scope="session")
+def scifact_slice(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Any:
+    """``scifact_slice(train_queries, test_queries, documents)``: a BEIR folder of real SciFact, made once per shape."""
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(train_queries: int, test_queries: int, documents: int) -> Path:
+        shape = (train_queries, test_queries, documents)
+        if shape not in made:
+            out = tmp_path_factory.mktemp("scifact-slice") / "scifact"
+            made[shape] = _scifact_slice(
+                shared_data / "scifact", out, train_queries=train_queries, test_queries=test_queries,
+                documents=documents,
+            )  # fmt: skip
+        return made[shape]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_beir(scifact_slice: Any) -> Path:
+    """A BEIR folder of real SciFact: 24 train and 8 test queries over 80 abstracts."""
+    return scifact_slice(24, 8, 80)

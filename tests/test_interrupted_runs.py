@@ -315,32 +315,9 @@ FINETUNE = ("--epochs", "2", "--batch-size", "8", "--max-seq-length", "64", "--p
 
 
 @pytest.fixture(scope="module")
-def finetune_data(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def finetune_data(scifact_slice) -> Path:
     """A BEIR folder of real SciFact: 32 train and 8 test queries over 80 abstracts."""
-    source = shared_data / "scifact"
-    out = tmp_path_factory.mktemp("finetune") / "scifact-tiny"
-    (out / "qrels").mkdir(parents=True)
-
-    def qrels(split: str) -> dict[str, dict[str, str]]:
-        table: dict[str, dict[str, str]] = {}
-        for line in (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
-            query, doc, grade = line.split("\t")
-            table.setdefault(query, {})[doc] = grade
-        return table
-
-    train, test = qrels("train"), qrels("test")
-    train_ids, test_ids = list(train)[:32], list(test)[:8]
-    needed = {d for q in train_ids for d in train[q]} | {d for q in test_ids for d in test[q]}
-    docs = [json.loads(line) for line in (source / "corpus.jsonl").open()]
-    kept = [d for d in docs if d["_id"] in needed]
-    kept += [d for d in docs if d["_id"] not in needed][: 80 - len(kept)]
-    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
-    queries = {json.loads(line)["_id"]: line for line in (source / "queries.jsonl").open()}
-    (out / "queries.jsonl").write_text("".join(queries[q] for q in train_ids + test_ids))
-    for split, table, ids in (("train", train, train_ids), ("test", test, test_ids)):
-        rows = "".join(f"{q}\t{d}\t{s}\n" for q in ids for d, s in table[q].items())
-        (out / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
-    return out
+    return scifact_slice(32, 8, 80)
 
 
 @pytest.fixture(scope="module")

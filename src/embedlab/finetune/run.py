@@ -771,6 +771,32 @@ def _dev_decision(
     )
 
 
+def _dev_gate(
+    config: FinetuneConfig,
+    dev: RetrievalDataset,
+    dev_set: DevSet,
+    base: Encoder,
+    tuned: Encoder,
+    cache: EmbeddingCache | None,
+    model_dir: Path,
+    warnings_list: list[str],
+) -> DevDecision:
+    """Keep the tuned model only if it beat the base on dev significantly; otherwise save the base in its place."""
+    decision = _dev_decision(
+        dev,
+        _dev_scores(base, dev, dev_set, cache),
+        _dev_scores(tuned, dev, dev_set, None),
+        alpha=config.dev_alpha,
+        seed=config.seed,
+    )
+    if not decision.significant:
+        warnings_list.append(
+            f"the dev gain was not significant ({str(decision).split(': ', 1)[0]}): the base model was kept"
+        )
+        load_base_model(config, for_training=False).save(str(model_dir))
+    return decision
+
+
 def _dev_scores(encoder: Encoder, dev: RetrievalDataset, dev_set: DevSet, cache: EmbeddingCache | None) -> RunScores:
     """nDCG@10 per dev query over the dev corpus (relevant documents plus the base model's candidates)."""
     corpus = RetrievalDataset(
@@ -1150,22 +1176,10 @@ def finetune(
             metrics,
         )
         if dev_set is not None and not query_outcome.kept_base:
-            decision = _dev_decision(
-                splits.dev,
-                _dev_scores(encoder, splits.dev, dev_set, cache),
-                _dev_scores(tuned_encoder, splits.dev, dev_set, None),
-                alpha=config.dev_alpha,
-                seed=config.seed,
-            )
+            decision = _dev_gate(config, splits.dev, dev_set, encoder, tuned_encoder, cache, model_dir, warnings_list)
             echo(str(decision))
             if not decision.significant:
-                candidate_after = after
-                warnings_list.append(
-                    f"the dev gain was not significant ({str(decision).split(': ', 1)[0]}): the base model was kept"
-                )
-                load_base_model(config, for_training=False).save(str(model_dir))
-                tuned_encoder = load_encoder(model_dir)
-                after = before
+                candidate_after, after, tuned_encoder = after, before, load_encoder(model_dir)
 
         def encode_after(texts: list[str]) -> np.ndarray:
             assert tuned_encoder is not None
@@ -1197,23 +1211,11 @@ def finetune(
         tuned_encoder = load_encoder(model_dir)
         after = _scores_with(tuned_encoder, splits.test, metrics, depth, None, show_progress)
         if dev_set is not None and not trained.kept_base:
-            decision = _dev_decision(
-                splits.dev,
-                _dev_scores(encoder, splits.dev, dev_set, cache),
-                _dev_scores(tuned_encoder, splits.dev, dev_set, None),
-                alpha=config.dev_alpha,
-                seed=config.seed,
-            )
+            decision = _dev_gate(config, splits.dev, dev_set, encoder, tuned_encoder, cache, model_dir, warnings_list)
             echo(str(decision))
             if not decision.significant:
-                # Kept for the record (a recipe benchmark needs it), never shown as the result.
-                candidate_after = after
-                warnings_list.append(
-                    f"the dev gain was not significant ({str(decision).split(': ', 1)[0]}): the base model was kept"
-                )
-                load_base_model(config, for_training=False).save(str(model_dir))
-                tuned_encoder = load_encoder(model_dir)
-                after = before
+                # The rejected model's test scores are kept for the record (a recipe benchmark needs them).
+                candidate_after, after, tuned_encoder = after, before, load_encoder(model_dir)
 
         def encode_after(texts: list[str]) -> np.ndarray:
             assert tuned_encoder is not None
