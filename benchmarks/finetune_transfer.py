@@ -74,6 +74,8 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-minilm": {"teacher": "minilm-l6"},
     "query-side-hybrid": {"teacher": "hybrid:mpnet-base", "train_side": "query"},
     "query-side-bm25": {"teacher": "bm25", "train_side": "query"},
+    "query-side-mpnet": {"teacher": "mpnet-base", "train_side": "query"},
+    "query-side-mpnet-e10": {"teacher": "mpnet-base", "train_side": "query", "query_side_epochs": 10.0},
 }
 
 

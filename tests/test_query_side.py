@@ -87,3 +87,23 @@ def test_cli_query_side_reports_and_keeps_documents(small_beir: Path, tmp_path: 
     refused = CliRunner().invoke(app, ["finetune", "--data", str(small_beir), "--out", str(tmp_path / "x"),
                                        "--train-side", "query"])  # fmt: skip
     assert refused.exit_code != 0 and "teacher" in refused.output and "Traceback" not in refused.output
+
+
+def test_teacher_auto_measures_each_candidate_on_dev_and_takes_the_best(small_beir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+    from embedlab.finetune.teacher import AUTO_TEACHERS
+
+    out = tmp_path / "ft"
+    args = ["finetune", "--data", str(small_beir), "--out", str(out), "--teacher", "auto", "--train-side", "query",
+            "--pseudo-queries", "keywords", "--batch-size", "8", "--time-budget", "0"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "finetune.json").read_text())
+    trials = payload["teacher_candidates"]
+    assert [t["name"] for t in trials] == list(AUTO_TEACHERS)
+    assert len({t["base_ndcg@10"] for t in trials}) == 1  # one dev set, one base score, every candidate on it
+    best = max(trials, key=lambda t: t["teacher_ndcg@10"])
+    assert payload["teacher"]["name"] == best["name"]
+    assert payload["config"]["teacher"] == best["name"]  # the saved config names what taught, not "auto"

@@ -101,7 +101,8 @@ def finetune(
         str | None,
         typer.Option(
             help="Label corpus queries with a stronger system and train with MarginMSE: a dense model, bm25, "
-            "hybrid[:MODEL] or a CrossEncoder folder. Default: the best system of a select report in --out."
+            "hybrid[:MODEL], a CrossEncoder folder, or auto (bm25, mpnet-base and their hybrid each rerank the dev "
+            "queries; the best teaches). Default: the best system of a select report in --out."
         ),
     ] = None,
     train_queries: Annotated[

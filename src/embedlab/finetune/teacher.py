@@ -66,6 +66,8 @@ from embedlab.models.encoders import Encoder
 from embedlab.retrieval import exact_top_k
 
 DEFAULT_HYBRID_DENSE = "mpnet-base"
+# What ``--teacher auto`` measures on the dev queries before choosing (the base model itself is skipped).
+AUTO_TEACHERS = ("bm25", DEFAULT_HYBRID_DENSE, f"hybrid:{DEFAULT_HYBRID_DENSE}")
 LABELS_VERSION = "2"
 
 
