@@ -71,6 +71,8 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-bm25": {"teacher": "bm25"},
     "teacher-hybrid": {"teacher": "hybrid:mpnet-base"},
     "teacher-mpnet": {"teacher": "mpnet-base"},
+    "teacher-mpnet-lr2e-5": {"teacher": "mpnet-base", "learning_rate": 2e-5},
+    "teacher-auto": {"teacher": "auto"},
     "teacher-minilm": {"teacher": "minilm-l6"},
     "query-side-hybrid": {"teacher": "hybrid:mpnet-base", "train_side": "query"},
     "query-side-bm25": {"teacher": "bm25", "train_side": "query"},
