@@ -55,10 +55,11 @@ from embedlab.manifest import build_manifest, hardware
 from embedlab.models.backends import using_backend
 from embedlab.models.encoders import cpu_threads
 from embedlab.models.loading import load_encoder
-from embedlab.scale.engines import LocalEngine, encoder_backend
+from embedlab.scale.engines import LocalEngine
 from embedlab.scale.job import embed_dataset
 from embedlab.scale.ray_engine import RayEngine
 from embedlab.scale.shards import read_vectors
+from embedlab.scale.worker import encoder_backend
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
