@@ -5,8 +5,9 @@ s still to encode, and hands back each :class:`~embedlab.scale.shards.EncodedSha
 is complete (the caller writes it, so a killed run keeps every shard handed back before). Engines are picked by
 name from :data:`ENGINES` (:func:`get_engine`).
 
-- ``local`` loads the model once in this process and encodes shard after shard through
-  :func:`embedlab.embedding.embed`, so texts already in the embedding cache are not encoded again.
+- ``local`` loads the model once in this process and encodes shard after shard
+  (:class:`~embedlab.scale.worker.ShardEncoder`, through :func:`embedlab.embedding.embed`), so texts already in
+  the embedding cache are not encoded again.
 - ``ray`` (:class:`~embedlab.scale.ray_engine.RayEngine`) runs Ray Data's ``map_batches`` over the pending rows
   with an actor pool: each actor loads the model once and resolves the backend (``auto`` included) on its own
   node; the driver collects the rows by shard.
@@ -23,12 +24,14 @@ import difflib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import numpy as np
-
-from embedlab.embedding import EmbeddingCache, embed
+from embedlab.embedding import EmbeddingCache
 from embedlab.errors import EmbedlabError
+from embedlab.models.backends import current_sample
 from embedlab.models.encoders import Encoder
 from embedlab.scale.shards import EncodedShard, ShardTask
+from embedlab.scale.worker import ShardEncoder, encoder_backend, progress_bar
+
+__all__ = ["ENGINES", "Engine", "LocalEngine", "encoder_backend", "get_engine"]
 
 
 class Engine(Protocol):
@@ -57,12 +60,6 @@ class Engine(Protocol):
         ...
 
 
-def encoder_backend(encoder: Encoder) -> str:
-    """The backend an encoder runs on (``auto`` resolved); models of other kinds have one runtime: their kind."""
-    resolved = getattr(encoder, "resolved_backend", None)
-    return str(resolved) if resolved else encoder.spec.kind
-
-
 class LocalEngine:
     """Encodes in this process, one model load per :meth:`encode` call."""
 
@@ -70,13 +67,6 @@ class LocalEngine:
 
     def __init__(self, encoder_factory: Callable[[str, str], Encoder] | None = None):
         self._factory = encoder_factory
-
-    def _load(self, model: str, backend: str) -> Encoder:
-        if self._factory is not None:
-            return self._factory(model, backend)
-        from embedlab.models.loading import load_encoder
-
-        return load_encoder(model, backend=backend)
 
     def encode(
         self,
@@ -91,26 +81,12 @@ class LocalEngine:
     ) -> None:
         if not tasks:
             return
-        from tqdm.auto import tqdm
-
-        encoder = self._load(model, backend)
-        fingerprint, resolved = encoder.fingerprint, encoder_backend(encoder)
-        with tqdm(
-            total=sum(len(t.ids) for t in tasks), desc=f"embed {model}", unit="text", disable=not show_progress
-        ) as progress:
+        worker = ShardEncoder.load(
+            model, backend, batch_size=batch_size, cache=cache, sample=current_sample(), factory=self._factory
+        )
+        with progress_bar(tasks, f"embed {model}", show_progress) as progress:
             for task in tasks:
-                vectors = embed(encoder, list(task.texts), role=task.role, cache=cache, batch_size=batch_size)
-                on_shard(
-                    EncodedShard(
-                        role=task.role,
-                        index=task.index,
-                        ids=list(task.ids),
-                        keys=list(task.keys),
-                        vectors=np.asarray(vectors, dtype=np.float32),
-                        fingerprints=[fingerprint] * len(task.ids),
-                        backends=[resolved] * len(task.ids),
-                    )
-                )
+                on_shard(worker.shard(task))
                 progress.update(len(task.ids))
 
     def describe(self) -> dict[str, object]:

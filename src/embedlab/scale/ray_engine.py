@@ -29,15 +29,15 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from embedlab.embedding import EmbeddingCache
 from embedlab.errors import EmbedlabError
 from embedlab.models.backends import current_sample
-from embedlab.models.encoders import Role
 from embedlab.scale.shards import EncodedShard, ShardTask
+from embedlab.scale.worker import ShardEncoder, progress_bar
 
 RESERVED_SHARE = 0.75
 """The share of an actor's CPUs it reserves in Ray's accounting; the rest keeps Ray Data's own tasks running."""
@@ -50,41 +50,24 @@ class EncodeActor:
         import ray
         import torch
 
-        from embedlab.models.loading import load_encoder
-
         # Ray sets OMP_NUM_THREADS to the whole CPUs an actor reserves (1 for a fractional share); the actor is
-        # sized to use ``threads`` cores.
+        # sized to use ``threads`` cores (OpenVINO and ONNX Runtime take theirs from the CPU affinity, which Ray
+        # leaves whole).
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
-        from embedlab.models.backends import using_sample
-        from embedlab.scale.engines import encoder_backend
-
-        # The driver's corpus sample: `auto` judges, and int8 is fitted, on the user's documents on every node, and
-        # the vectors' fingerprints match those of the local path that reads them from the cache.
-        with using_sample(sample):
-            self.encoder = load_encoder(model, backend=backend)
-            self.fingerprint = self.encoder.fingerprint
-            self.backend = encoder_backend(self.encoder)
-        self.batch_size = batch_size
+        self.worker = ShardEncoder.load(model, backend, batch_size=batch_size, sample=sample)
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [str(t) for t in batch["text"]]
-        roles = [str(r) for r in batch["role"]]
-        vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
-        for role in dict.fromkeys(roles):
-            rows = [i for i, r in enumerate(roles) if r == role]
-            vectors[rows] = self.encoder.encode(
-                [texts[i] for i in rows], role=cast(Role, role), batch_size=self.batch_size
-            )
-        count = len(texts)
+        vectors = self.worker.encode([str(t) for t in batch["text"]], [str(r) for r in batch["role"]])
+        count = len(vectors)
         return {
             "role": batch["role"],
             "shard": batch["shard"],
             "row": batch["row"],
             "vector": vectors,
-            "fingerprint": np.array([self.fingerprint] * count, dtype=object),
-            "backend": np.array([self.backend] * count, dtype=object),
+            "fingerprint": np.array([self.worker.fingerprint] * count, dtype=object),
+            "backend": np.array([self.worker.backend] * count, dtype=object),
             "node": np.array([self.node] * count, dtype=object),
         }
 
@@ -176,7 +159,6 @@ class RayEngine:
         import pyarrow as pa
         import ray
         import ray.data
-        from tqdm.auto import tqdm
 
         actors, reserved = self.pool()
         tables = [
@@ -200,19 +182,16 @@ class RayEngine:
                 "threads": max(1, math.ceil(reserved / RESERVED_SHARE - 1e-9)),
                 "sample": current_sample(),
             },
-            batch_size=max(batch_size * 8, 1),
+            # A whole shard per batch: the actor sorts it by length as the local path sorts its shards.
+            batch_size=max(len(task.ids) for task in tasks),
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=reserved,
         )
         pending: dict[tuple[str, int], dict[int, tuple[np.ndarray, str, str]]] = {}
         try:
-            with tqdm(
-                total=sum(len(t.ids) for t in tasks),
-                desc=f"embed {model} on ray ({actors} actor{'s' if actors > 1 else ''})",
-                unit="text",
-                disable=not show_progress,
-            ) as progress:
+            plural = "s" if actors > 1 else ""
+            with progress_bar(tasks, f"embed {model} on ray ({actors} actor{plural})", show_progress) as progress:
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     fresh = 0
                     for role, shard, row, vector, fingerprint, resolved, node in zip(
