@@ -65,6 +65,7 @@ def test_cli_finetune_end_to_end(small_beir: Path, tmp_path: Path, shared_data: 
     assert len(deltas) == payload["data"]["test"]["queries"] == 8
     assert payload["guard"]["pairs"] == 60 and -1 <= payload["guard"]["after"] <= 1
     assert payload["manifest"]["schema_version"] and payload["training"]["steps"] >= 1
+    assert payload["training"]["learning_rate"] == payload["config"]["learning_rate"]  # judged pairs: the main rate
     assert (out / "finetune.md").read_text().startswith("# embedlab finetune")
 
     # A standard folder: plain sentence-transformers and embedlab both load it; the card is inside.
@@ -120,6 +121,7 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     payload = json.loads((out / "finetune.json").read_text())
     assert payload["train_queries"] == "corpus"
     assert payload["pairs"]["total"] == 0  # no judged pair trained
+    assert payload["training"]["learning_rate"] == payload["config"]["teacher_learning_rate"] == 2e-5
     assert payload["teacher"]["name"] == "bm25" and payload["teacher"]["examples"] > 0
     own = payload["teacher"]["dev"]  # the teacher's own score, on the dev queries
     assert 0 < own["teacher_ndcg@10"] <= 1 and 0 < own["base_ndcg@10"] <= 1

@@ -118,6 +118,9 @@ def finetune(
     teacher_negatives: Annotated[int, typer.Option(help="Negatives per corpus query, each with a margin.")] = (
         _DEFAULTS.teacher_negatives
     ),
+    teacher_learning_rate: Annotated[
+        float, typer.Option(help="Peak learning rate when only teacher-labelled corpus queries train.")
+    ] = _DEFAULTS.teacher_learning_rate,
     eval_data: Annotated[
         str | None,
         typer.Option(
@@ -195,6 +198,7 @@ def finetune(
         duplicate_judgements=duplicate_judgements,
         pseudo_queries=tuple(split_list(pseudo_queries)),
         teacher_negatives=teacher_negatives,
+        teacher_learning_rate=teacher_learning_rate,
     )
     result = run_finetune(
         data,

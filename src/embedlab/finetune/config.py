@@ -82,6 +82,9 @@ class FinetuneConfig(BaseModel):
     # Teacher (GPL-style distillation with MarginMSE; see embedlab.finetune.teacher)
     teacher: str | None = None
     teacher_negatives: int = Field(2, ge=1, description="negatives per corpus query, each with the teacher's margin")
+    teacher_learning_rate: float = Field(
+        2e-5, gt=0, description="peak learning rate when only teacher-labelled corpus queries train"
+    )
     teacher_window: tuple[int, int] = (3, 50)
     dev_alpha: float = Field(
         0.05, gt=0, lt=1, description="the fine-tuned model is kept only when its dev gain is significant at this level"

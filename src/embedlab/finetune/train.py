@@ -299,8 +299,11 @@ def train_model(
     echo: Echo = _quiet,
     callbacks: Sequence[TrainerCallback] = (),
     show_progress: bool = False,
+    learning_rate: float | None = None,
 ) -> TrainOutcome:
     """Train, choose the checkpoint on ``dev``, save to ``model_dir``; see the module docstring.
+
+    ``learning_rate`` overrides ``config.learning_rate`` (the caller picks the rate for what trains).
 
     ``data`` is one data set for ``config.loss``, or several named :class:`LossPart` s trained together (each
     batch from one part, parts drawn in proportion to their size).
@@ -416,7 +419,7 @@ def train_model(
         num_train_epochs=config.epochs,
         max_steps=max_steps if max_steps < planned else -1,
         per_device_train_batch_size=batch_size,
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate or config.learning_rate,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         bf16=precision == "bf16",
