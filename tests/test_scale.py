@@ -206,6 +206,70 @@ def test_a_killed_worker_leaves_every_document_embedded_exactly_once(
     assert model["shards_written"] == DOCS // 8 + QUERIES // 8  # shards of 8
 
 
+def test_the_scan_of_a_beir_corpus_is_the_loaders_view(tiny_folder: Path, scifact_tiny: RetrievalDataset) -> None:
+    """What the driver keeps of a corpus Ray Data reads: the loader's hash, queries and auto sample, no texts."""
+    from embedlab.embedding import text_key
+    from embedlab.models.backends import corpus_sample
+    from embedlab.scale.corpus import scan_beir, shard_digest
+
+    corpus = scan_beir(tiny_folder, "test", shard_size=16)
+    assert corpus is not None and corpus.documents == DOCS and corpus.id_type == "string"
+    assert corpus.content_hash == scifact_tiny.content_hash and corpus.queries == scifact_tiny.queries
+    assert corpus.sample == corpus_sample(d.full_text for d in scifact_tiny.corpus)
+    keys = [text_key(d.full_text, "document") for d in scifact_tiny.corpus]
+    assert corpus.shard_digests == tuple(shard_digest(keys[i : i + 16]) for i in range(0, DOCS, 16))
+
+    mixed = tiny_folder.parent / "mixed-ids"
+    mixed.mkdir(exist_ok=True)
+    for name in ("queries.jsonl", "qrels"):
+        target = mixed / name
+        if not target.exists():
+            target.symlink_to(tiny_folder / name)
+    lines = (tiny_folder / "corpus.jsonl").read_text().splitlines()
+    lines.append(json.dumps({"_id": 7, "text": "an integer id among string ids"}))
+    (mixed / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    assert scan_beir(mixed, "test", shard_size=16) is None  # Ray Data would read _id as one type: the driver reads
+
+
+@pytest.mark.slow
+def test_ray_data_reads_a_beir_corpus_and_the_results_equal_local(
+    ray_cluster: str, tiny_folder: Path, scifact_tiny: RetrievalDataset, local_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import embedlab.cli.embed as embed_cli
+    import embedlab.data.loaders as loaders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver loaded the corpus")
+
+    monkeypatch.setattr(embed_cli, "load_retrieval_data", refuse)
+    monkeypatch.setattr(loaders, "_read_beir_corpus", refuse)
+    out = tmp_path / "ray"
+    args = ["embed", "--data", str(tiny_folder), "--models", MODEL, "--out", str(out), "--engine", "ray"]
+    args += ["--ray-address", ray_cluster, "--backend", "torch", "--shard-size", "16"]
+    args += ["--cache", str(tmp_path / "cache")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    _assert_same_vectors(out, local_run, scifact_tiny)
+    for role in ("documents", "queries"):  # the same shards, row for row
+        names = sorted(p.name for p in (out / MODEL / role).glob("shard-*.parquet"))
+        assert names == sorted(p.name for p in (local_run / MODEL / role).glob("shard-*.parquet"))
+    manifest = json.loads((out / "embed.json").read_text())
+    local = json.loads((local_run / "embed.json").read_text())
+    assert manifest["data"]["read"] == "ray-data" and local["data"]["read"] == "driver"
+    for key in ("content_hash", "documents", "queries"):
+        assert manifest["data"][key] == local["data"][key]
+    model = manifest["models"][0]
+    assert (model["shards_written"], model["shards_reused"]) == (DOCS // 16 + 1, 0)
+    assert model["texts_encoded"] == DOCS + QUERIES and model["vectors_added_to_cache"] == DOCS + QUERIES
+
+    (out / MODEL / "documents" / "shard-00002.parquet").unlink()  # resume: only the missing shard is read again
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model = json.loads((out / "embed.json").read_text())["models"][0]
+    assert (model["shards_written"], model["shards_reused"], model["texts_encoded"]) == (1, DOCS // 16, 16)
+    _assert_same_vectors(out, local_run, scifact_tiny)
+
+
 def _driver(args: list[str]) -> subprocess.Popen[bytes]:
     code = "import sys; from embedlab.cli import main; sys.argv = ['embedlab', *sys.argv[1:]]; main()"
     return subprocess.Popen(
