@@ -321,18 +321,46 @@ def test_compare_and_index_take_engine_ray(ray_cluster: str, tiny_folder: Path, 
     assert [r["means"] for r in on_ray["results"]] == [r["means"] for r in local["results"]]
     assert list((cache / "shards").iterdir()), "the Ray run keeps its shards in the cache"
 
-    # index --engine ray: the vectors come from the shards (through the cache) into Milvus, as the local path lays
-    # them out.
+    # index --engine ray: the vectors come from the Parquet shards the Ray run wrote (not the cache, not the
+    # encoder: both refused here), one shard per upsert batch, into Milvus Lite as the local path lays them out.
+    import embedlab.index.build as build
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("index --engine ray encoded or read the cache instead of reading the shards")
+
     index_args = ["index", "--model", MODEL, "--data", str(tiny_folder), "--store", "milvus", "--backend", "torch"]
-    result = runner.invoke(app, [*index_args, "--out", str(tmp_path / "index-ray"), *on_cluster])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "embed", refuse)
+        result = runner.invoke(
+            app, [*index_args, "--out", str(tmp_path / "index-ray"), *on_cluster, "--cache", str(tmp_path / "c2")]
+        )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, [*index_args, "--out", str(tmp_path / "index-local")])
     assert result.exit_code == 0, result.output
     ray_manifest = json.loads((tmp_path / "index-ray" / "index.json").read_text())
     local_manifest = json.loads((tmp_path / "index-local" / "index.json").read_text())
-    for key in ("store", "collection", "model", "resolved", "retrieval"):
+    for key in ("store", "collection", "model", "resolved", "retrieval", "data"):
         assert ray_manifest[key] == local_manifest[key]
-    assert ray_manifest["counts"]["stored"] == local_manifest["counts"]["stored"] == DOCS
+    assert ray_manifest["counts"] == local_manifest["counts"] and local_manifest["counts"]["stored"] == DOCS
+    ray_rows, local_rows = _milvus_rows(tmp_path / "index-ray"), _milvus_rows(tmp_path / "index-local")
+    assert list(ray_rows) == list(local_rows) and len(ray_rows) == DOCS  # the same ids, fields and payloads
+    for doc_id, row in ray_rows.items():
+        other = local_rows[doc_id]
+        assert {k: v for k, v in row.items() if k != "vector"} == {k: v for k, v in other.items() if k != "vector"}
+        np.testing.assert_allclose(row["vector"], other["vector"], atol=1e-5)
+
+
+def _milvus_rows(index: Path) -> dict[str, dict]:
+    """Every row of an index folder's Milvus Lite collection, by id (the collection's own fields)."""
+    from pymilvus import MilvusClient
+
+    manifest = json.loads((index / "index.json").read_text())
+    client = MilvusClient(uri=str(index / "milvus.db"))
+    try:
+        rows = client.query(manifest["collection"], filter="", output_fields=["*"], limit=10_000)
+    finally:
+        client.close()
+    return {str(r["id"]): {k: v for k, v in r.items()} for r in sorted(rows, key=lambda r: str(r["id"]))}
 
 
 def test_bad_engine_options_are_one_line_errors(tiny_folder: Path, tmp_path: Path) -> None:
