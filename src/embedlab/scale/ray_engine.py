@@ -1,7 +1,9 @@
 """The ``ray`` engine: Ray Data encodes the shards across a cluster, with one model load per actor.
 
-The pending rows (shard number, row number, text) go into a Ray Dataset, one block per shard
-(``ray.data.from_arrow``); ``map_batches`` runs :class:`EncodeActor` over them with an actor pool
+The pending rows (role, shard number, row number, id, cache key, text) go into a Ray Dataset: read from the corpus
+file by Ray Data on the cluster (:meth:`RayEngine.encode_corpus`, :mod:`embedlab.scale.corpus`), or handed over
+by the driver, one block per shard (``ray.data.from_arrow``: the queries, and data only the driver can load);
+``map_batches`` runs :class:`EncodeActor` over them with an actor pool
 (``ray.data.ActorPoolStrategy``). Each actor loads the model once, in its constructor, and resolves the backend on
 its own node — with ``auto``, each node's calibration picks the fastest backend that keeps the vectors there — and
 returns, per row, the vector and the fingerprint of the encoder that made it. The driver reads the results as they
