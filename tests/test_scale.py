@@ -243,6 +243,8 @@ def test_ray_data_reads_a_beir_corpus_and_the_results_equal_local(
 
     monkeypatch.setattr(embed_cli, "load_retrieval_data", refuse)
     monkeypatch.setattr(loaders, "_read_beir_corpus", refuse)
+    # Small blocks (about 11 documents each here): the rows are numbered across blocks that straddle shards.
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 16 * 1024)
     out = tmp_path / "ray"
     args = ["embed", "--data", str(tiny_folder), "--models", MODEL, "--out", str(out), "--engine", "ray"]
     args += ["--ray-address", ray_cluster, "--backend", "torch", "--shard-size", "16"]

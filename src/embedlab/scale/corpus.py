@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -286,7 +287,7 @@ def ray_rows(corpus: CorpusFile, pending: Sequence[int], *, cpus: float = 0.25) 
     start = 0
     for block, rows in zip(blocks, counts, strict=True):
         first, last = start // corpus.shard_size, (start + rows - 1) // corpus.shard_size
-        if rows and any(first <= s <= last for s in wanted):
+        if rows and bisect.bisect_left(wanted, first) < bisect.bisect_right(wanted, last):  # a pending shard in it
             refs.append(number.remote(block, start, corpus.shard_size, wanted, str(corpus.path.resolve())))
         start += rows
     return ray.data.from_arrow_refs(cast(Any, refs)) if refs else None
