@@ -206,6 +206,72 @@ def test_a_killed_worker_leaves_every_document_embedded_exactly_once(
     assert model["shards_written"] == DOCS // 8 + QUERIES // 8  # shards of 8
 
 
+def test_the_scan_of_a_beir_corpus_is_the_loaders_view(tiny_folder: Path, scifact_tiny: RetrievalDataset) -> None:
+    """What the driver keeps of a corpus Ray Data reads: the loader's hash, queries and auto sample, no texts."""
+    from embedlab.embedding import text_key
+    from embedlab.models.backends import corpus_sample
+    from embedlab.scale.corpus import scan_beir, shard_digest
+
+    corpus = scan_beir(tiny_folder, "test", shard_size=16)
+    assert corpus is not None and corpus.documents == DOCS and corpus.id_type == "string"
+    assert corpus.content_hash == scifact_tiny.content_hash and corpus.queries == scifact_tiny.queries
+    assert corpus.sample == corpus_sample(d.full_text for d in scifact_tiny.corpus)
+    keys = [text_key(d.full_text, "document") for d in scifact_tiny.corpus]
+    assert corpus.shard_digests == tuple(shard_digest(keys[i : i + 16]) for i in range(0, DOCS, 16))
+
+    mixed = tiny_folder.parent / "mixed-ids"
+    mixed.mkdir(exist_ok=True)
+    for name in ("queries.jsonl", "qrels"):
+        target = mixed / name
+        if not target.exists():
+            target.symlink_to(tiny_folder / name)
+    lines = (tiny_folder / "corpus.jsonl").read_text().splitlines()
+    lines.append(json.dumps({"_id": 7, "text": "an integer id among string ids"}))
+    (mixed / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    assert scan_beir(mixed, "test", shard_size=16) is None  # Ray Data would read _id as one type: the driver reads
+
+
+@pytest.mark.slow
+def test_ray_data_reads_a_beir_corpus_and_the_results_equal_local(
+    ray_cluster: str, tiny_folder: Path, scifact_tiny: RetrievalDataset, local_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import embedlab.cli.embed as embed_cli
+    import embedlab.data.loaders as loaders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver loaded the corpus")
+
+    monkeypatch.setattr(embed_cli, "load_retrieval_data", refuse)
+    monkeypatch.setattr(loaders, "_read_beir_corpus", refuse)
+    # Small blocks (about 11 documents each here): the rows are numbered across blocks that straddle shards.
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 16 * 1024)
+    out = tmp_path / "ray"
+    args = ["embed", "--data", str(tiny_folder), "--models", MODEL, "--out", str(out), "--engine", "ray"]
+    args += ["--ray-address", ray_cluster, "--backend", "torch", "--shard-size", "16"]
+    args += ["--cache", str(tmp_path / "cache")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    _assert_same_vectors(out, local_run, scifact_tiny)
+    for role in ("documents", "queries"):  # the same shards, row for row
+        names = sorted(p.name for p in (out / MODEL / role).glob("shard-*.parquet"))
+        assert names == sorted(p.name for p in (local_run / MODEL / role).glob("shard-*.parquet"))
+    manifest = json.loads((out / "embed.json").read_text())
+    local = json.loads((local_run / "embed.json").read_text())
+    assert manifest["data"]["read"] == "ray-data" and local["data"]["read"] == "driver"
+    for key in ("content_hash", "documents", "queries"):
+        assert manifest["data"][key] == local["data"][key]
+    model = manifest["models"][0]
+    assert (model["shards_written"], model["shards_reused"]) == (DOCS // 16 + 1, 0)
+    assert model["texts_encoded"] == DOCS + QUERIES and model["vectors_added_to_cache"] == DOCS + QUERIES
+
+    (out / MODEL / "documents" / "shard-00002.parquet").unlink()  # resume: only the missing shard is read again
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model = json.loads((out / "embed.json").read_text())["models"][0]
+    assert (model["shards_written"], model["shards_reused"], model["texts_encoded"]) == (1, DOCS // 16, 16)
+    _assert_same_vectors(out, local_run, scifact_tiny)
+
+
 def _driver(args: list[str]) -> subprocess.Popen[bytes]:
     code = "import sys; from embedlab.cli import main; sys.argv = ['embedlab', *sys.argv[1:]]; main()"
     return subprocess.Popen(
@@ -257,18 +323,46 @@ def test_compare_and_index_take_engine_ray(ray_cluster: str, tiny_folder: Path, 
     assert [r["means"] for r in on_ray["results"]] == [r["means"] for r in local["results"]]
     assert list((cache / "shards").iterdir()), "the Ray run keeps its shards in the cache"
 
-    # index --engine ray: the vectors come from the shards (through the cache) into Milvus, as the local path lays
-    # them out.
+    # index --engine ray: the vectors come from the Parquet shards the Ray run wrote (not the cache, not the
+    # encoder: both refused here), one shard per upsert batch, into Milvus Lite as the local path lays them out.
+    import embedlab.index.build as build
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("index --engine ray encoded or read the cache instead of reading the shards")
+
     index_args = ["index", "--model", MODEL, "--data", str(tiny_folder), "--store", "milvus", "--backend", "torch"]
-    result = runner.invoke(app, [*index_args, "--out", str(tmp_path / "index-ray"), *on_cluster])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "embed", refuse)
+        result = runner.invoke(
+            app, [*index_args, "--out", str(tmp_path / "index-ray"), *on_cluster, "--cache", str(tmp_path / "c2")]
+        )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, [*index_args, "--out", str(tmp_path / "index-local")])
     assert result.exit_code == 0, result.output
     ray_manifest = json.loads((tmp_path / "index-ray" / "index.json").read_text())
     local_manifest = json.loads((tmp_path / "index-local" / "index.json").read_text())
-    for key in ("store", "collection", "model", "resolved", "retrieval"):
+    for key in ("store", "collection", "model", "resolved", "retrieval", "data"):
         assert ray_manifest[key] == local_manifest[key]
-    assert ray_manifest["counts"]["stored"] == local_manifest["counts"]["stored"] == DOCS
+    assert ray_manifest["counts"] == local_manifest["counts"] and local_manifest["counts"]["stored"] == DOCS
+    ray_rows, local_rows = _milvus_rows(tmp_path / "index-ray"), _milvus_rows(tmp_path / "index-local")
+    assert list(ray_rows) == list(local_rows) and len(ray_rows) == DOCS  # the same ids, fields and payloads
+    for doc_id, row in ray_rows.items():
+        other = local_rows[doc_id]
+        assert {k: v for k, v in row.items() if k != "vector"} == {k: v for k, v in other.items() if k != "vector"}
+        np.testing.assert_allclose(row["vector"], other["vector"], atol=1e-5)
+
+
+def _milvus_rows(index: Path) -> dict[str, dict]:
+    """Every row of an index folder's Milvus Lite collection, by id (the collection's own fields)."""
+    from pymilvus import MilvusClient
+
+    manifest = json.loads((index / "index.json").read_text())
+    client = MilvusClient(uri=str(index / "milvus.db"))
+    try:
+        rows = client.query(manifest["collection"], filter="", output_fields=["*"], limit=10_000)
+    finally:
+        client.close()
+    return {str(r["id"]): {k: v for k, v in r.items()} for r in sorted(rows, key=lambda r: str(r["id"]))}
 
 
 def test_bad_engine_options_are_one_line_errors(tiny_folder: Path, tmp_path: Path) -> None:

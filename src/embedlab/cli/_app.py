@@ -242,12 +242,13 @@ def open_engine(engine: str, ray_address: str | None) -> Any:
 
 def embed_on_engine(
     engine: Any, dataset: Any, models: list[str], *, cache: Any, backend: str, batch_size: int, queries: bool = True
-) -> None:
+) -> Any:
     """With ``--engine ray``, encode the dense ``models``' vectors on the cluster into ``cache`` first, so the local
-    path that follows reads them instead of encoding; with ``local``, nothing to do. Closes the engine."""
+    path that follows reads them instead of encoding; with ``local``, nothing to do. Closes the engine. Returns the
+    embed run (its shards are under ``run.out``), or ``None``."""
     try:
         if engine.name == "local":
-            return
+            return None
         from embedlab.scale.job import prefill
 
         run = prefill(
@@ -262,5 +263,6 @@ def embed_on_engine(
         )
         if run is not None:
             typer.echo(str(run), err=True)
+        return run
     finally:
         engine.close()

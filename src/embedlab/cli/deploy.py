@@ -153,7 +153,7 @@ def index(
     corpus = using_corpus(d.full_text for d in dataset.corpus)  # `auto` is judged on these documents
     with using_corpus(d.full_text for d in dataset.corpus):
         # The sweep also encodes the queries; an index needs only the documents.
-        embed_on_engine(runner, dataset, [model], cache=cache, backend=backend, batch_size=32, queries=sweep)
+        run = embed_on_engine(runner, dataset, [model], cache=cache, backend=backend, batch_size=32, queries=sweep)
     if sweep:
         from embedlab.index.build import parse_system
         from embedlab.index.sweep import sweep as run_sweep
@@ -178,6 +178,13 @@ def index(
     out = out or Path("indexes") / dataset.name
     typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents -> {store} ({out})", err=True)
     model = model.strip()
+    shards = None
+    if run is not None and run.models:
+        from embedlab.scale.shards import ShardSet
+
+        # The vectors come from the document shards the Ray run wrote, not from the cache nor the encoder.
+        dense = run.models[0].model
+        shards = ShardSet(run.out, model=dense, backend=backend, role="document", shard_size=run.shard_size)
     with scope, corpus:
         manifest = build_index(
             dataset,
@@ -190,6 +197,7 @@ def index(
             cache=cache,
             batch_size=batch_size,
             show_progress=True,
+            shards=shards,
         )
     typer.echo(str(manifest))
     resumed = manifest.counts.get("unchanged", 0) and manifest.counts.get("added", 0) + manifest.counts.get(

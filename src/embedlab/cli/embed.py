@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,13 +55,15 @@ def embed(
     compare, select and index on the same data encode nothing again.
 
     With --engine ray, Ray Data encodes on the cluster (--ray-address, or a local Ray): one model load per actor,
-    each actor choosing its backend (auto) on its own node; a killed worker's batch runs again elsewhere.
+    each actor choosing its backend (auto) on its own node; a killed worker's batch runs again elsewhere. A BEIR
+    folder's corpus.jsonl is read by Ray Data on the cluster (every node must see it at the same path); this
+    process only scans it once, holding no text. Other data (pairs files, folders of documents) is read here.
 
     Example:
 
         embedlab embed --data ../shared/data/scifact --models minilm-l6,mpnet-base --out runs/embed --engine ray
     """
-    from embedlab.models.backends import check_backend_name, using_corpus
+    from embedlab.models.backends import check_backend_name, using_corpus, using_sample
     from embedlab.scale.engines import get_engine
     from embedlab.scale.job import dense_models, embed_dataset
 
@@ -70,13 +73,23 @@ def embed(
     check_backend_name(backend)
     runner = get_engine(engine, address=ray_address, actors=ray_actors)
     try:
-        dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
+        corpus = None
+        if runner.name == "ray" and data != BUNDLED and (Path(data) / "corpus.jsonl").is_file():
+            corpus = _scan(Path(data), split, shard_size, duplicate_judgements)
+        if corpus is not None:
+            dataset: Any = corpus
+            documents, scope = corpus.documents, using_sample(corpus.sample)
+        else:
+            dataset = load_retrieval_data(data, split, duplicate_judgements=duplicate_judgements, strict=strict)
+            # `auto` is judged on these documents
+            documents, scope = len(dataset.corpus), using_corpus(d.full_text for d in dataset.corpus)
         names = dense_models(split_list(models))
+        read = "read by Ray Data" if corpus is not None else "read here"
         typer.echo(
-            f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries -> {out} ({runner.name})",
+            f"{dataset.name}: {documents} documents ({read}), {len(dataset.queries)} queries -> {out} ({runner.name})",
             err=True,
         )
-        with using_corpus(d.full_text for d in dataset.corpus):  # `auto` is judged on these documents
+        with scope:
             run = embed_dataset(
                 dataset,
                 names,
@@ -92,3 +105,28 @@ def embed(
         runner.close()
     typer.echo(str(run))
     typer.echo(f"wrote {out / 'embed.json'}", err=True)
+
+
+def _scan(folder: Path, split: str, shard_size: int, duplicate_judgements: str) -> Any:
+    """The BEIR folder scanned for Ray Data to read (None: the file needs the driver's loader); the loader's
+    warnings printed as load_retrieval_data prints them."""
+    from embedlab.data.loaders import DUPLICATE_POLICIES, DataWarning
+    from embedlab.errors import EmbedlabError
+    from embedlab.scale.corpus import scan_beir
+
+    if duplicate_judgements not in DUPLICATE_POLICIES:
+        raise EmbedlabError(
+            f"--duplicate-judgements takes {', '.join(DUPLICATE_POLICIES)} (got '{duplicate_judgements}')"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        corpus = scan_beir(
+            folder,
+            split,
+            shard_size=shard_size,
+            duplicate_judgements=duplicate_judgements,  # checked above
+        )
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            typer.echo(f"warning: {warning.message}", err=True)
+    return corpus

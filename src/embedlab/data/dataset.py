@@ -52,6 +52,21 @@ class Query:
     text: str
 
 
+def update_content_hash(digest: Any, doc: Document) -> None:
+    """Add one document to a :attr:`RetrievalDataset.content_hash` digest (documents in corpus order): a reader
+    that streams a corpus computes the same hash without holding it."""
+    digest.update(json.dumps(["d", doc.id, doc.title, doc.text]).encode())
+
+
+def finish_content_hash(digest: Any, queries: Iterable[Query], qrels: Qrels) -> str:
+    """The hash, once every document is in: the queries and judgements follow, as the dataset's own hash does."""
+    for query in queries:
+        digest.update(json.dumps(["q", query.id, query.text]).encode())
+    for qid in sorted(qrels):
+        digest.update(json.dumps(["r", qid, sorted(qrels[qid].items())]).encode())
+    return str(digest.hexdigest())
+
+
 def _freeze_qrels(qrels: Qrels) -> Mapping[str, Mapping[str, int]]:
     return MappingProxyType({q: MappingProxyType(dict(docs)) for q, docs in qrels.items()})
 
@@ -88,12 +103,8 @@ class RetrievalDataset:
         """SHA-256 of corpus, queries and judgements, independent of the name and the source path."""
         digest = hashlib.sha256()
         for doc in self.corpus:
-            digest.update(json.dumps(["d", doc.id, doc.title, doc.text]).encode())
-        for query in self.queries:
-            digest.update(json.dumps(["q", query.id, query.text]).encode())
-        for qid in sorted(self.qrels):
-            digest.update(json.dumps(["r", qid, sorted(self.qrels[qid].items())]).encode())
-        return digest.hexdigest()
+            update_content_hash(digest, doc)
+        return finish_content_hash(digest, self.queries, self.qrels)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -99,7 +99,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Container, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -205,6 +205,11 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, record
 
 
+def json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line, JSON object) of a JSONL file, streamed; blank lines skipped; bad lines are DataErrors."""
+    return _json_lines(path)
+
+
 def _require_file(path: Path, fix: str) -> None:
     if not path.is_file():
         raise DataError(path, "file not found", fix=fix)
@@ -297,9 +302,32 @@ def load_beir(
     the higher one; either way the dataset's ``load_report`` counts them. See the module docstring for the format
     and the checks.
     """
+    root = Path(path)
+    corpus_path, queries_path, qrels_path = beir_paths(root, split, duplicate_judgements)
+    corpus = _read_beir_corpus(corpus_path)
+    kept, qrels, report = beir_judged(
+        queries_path,
+        qrels_path,
+        {doc.id for doc in corpus},
+        split=split,
+        allow_unknown_ids=allow_unknown_ids,
+        duplicate_judgements=duplicate_judgements,
+    )
+    return RetrievalDataset(
+        name=name or root.resolve().name,
+        corpus=corpus,
+        queries=kept,
+        qrels=qrels,
+        source=str(root),
+        split=split,
+        load_report=report,
+    )
+
+
+def beir_paths(root: Path, split: str, duplicate_judgements: str = "error") -> tuple[Path, Path, Path]:
+    """corpus.jsonl, queries.jsonl and qrels/<split>.tsv of a BEIR folder, each checked to exist."""
     if duplicate_judgements not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicate_judgements must be one of {', '.join(DUPLICATE_POLICIES)}")
-    root = Path(path)
     if not root.is_dir():
         raise DataError(
             root,
@@ -318,11 +346,23 @@ def load_beir(
             else f"add qrels/{split}.tsv (query-id, corpus-id, score; tab-separated)"
         )
         raise DataError(qrels_path, f"no judgements for split '{split}'", fix=fix)
+    return corpus_path, queries_path, qrels_path
 
-    corpus = _read_beir_corpus(corpus_path)
+
+def beir_judged(
+    queries_path: Path,
+    qrels_path: Path,
+    doc_ids: Container[str],
+    *,
+    split: str,
+    allow_unknown_ids: bool = False,
+    duplicate_judgements: DuplicatePolicy = "error",
+) -> tuple[tuple[Query, ...], dict[str, dict[str, int]], dict[str, Any]]:
+    """The judged queries (in file order), the judgements and the load report of a BEIR split, checked against
+    ``doc_ids`` (any container: a reader that streams the corpus need not hold the ids as strings)."""
     queries, query_lines = _read_beir_queries(queries_path)
     qrels, unknown_count, unknown_examples, duplicates = _read_qrels(
-        qrels_path, set(query_lines), {doc.id for doc in corpus}, duplicate_judgements
+        qrels_path, set(query_lines), doc_ids, duplicate_judgements
     )
     if unknown_count:
         problem = f"{unknown_count} judgement row(s) name ids not in queries.jsonl or corpus.jsonl, e.g. " + "; ".join(
@@ -336,7 +376,7 @@ def load_beir(
                 fix="check that the qrels belong to this corpus and these queries, "
                 "or pass --allow-unknown-ids (allow_unknown_ids=True in the API) to drop those rows",
             )
-        warnings.warn(f"{qrels_path}: dropped {problem}", DataWarning, stacklevel=2)
+        warnings.warn(f"{qrels_path}: dropped {problem}", DataWarning, stacklevel=3)
     if not qrels:
         raise DataError(qrels_path, f"no judgements in split '{split}'", fix="add judgement rows to the file")
 
@@ -354,45 +394,48 @@ def load_beir(
             f"{qrels_path}: {duplicates['rows']} duplicate judgement(s), {duplicates['conflicting']} with a "
             f"different grade; kept the {'higher' if duplicate_judgements == 'max' else 'later'} grade",
             DataWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return RetrievalDataset(
-        name=name or root.resolve().name,
-        corpus=corpus,
-        queries=kept,
-        qrels=qrels,
-        source=str(root),
-        split=split,
-        load_report={"duplicate_judgements": duplicates} if duplicates["rows"] else {},
-    )
+    return kept, qrels, {"duplicate_judgements": duplicates} if duplicates["rows"] else {}
+
+
+def beir_document(record: Mapping[str, Any], path: Path, line: int) -> Document:
+    """One corpus.jsonl record as a :class:`Document`, checked as :func:`load_beir` checks it (every reader of a
+    BEIR corpus, e.g. a Ray worker reading it, builds its documents here, so ids and texts are identical)."""
+    doc_id = _id_field(record, "_id", path, line, "document")
+    text = _str_field(record, "text", path, line, required=True)
+    title = _str_field(record, "title", path, line, required=False)
+    if not text.strip() and not title.strip():
+        raise DataError(
+            path,
+            f"document '{doc_id}' has empty text and no title",
+            line=line,
+            fix="give the document a 'text' or a 'title', or remove the line",
+        )
+    metadata = record.get("metadata")
+    return Document(id=doc_id, text=text, title=title, metadata=metadata if isinstance(metadata, dict) else {})
+
+
+def iter_beir_corpus(path: Path) -> Iterator[tuple[int, Document]]:
+    """(1-based line, document) of a corpus.jsonl, streamed and checked line by line (duplicate ids are the
+    caller's to find: that needs every id)."""
+    for line, record in _json_lines(path):
+        yield line, beir_document(record, path, line)
 
 
 def _read_beir_corpus(path: Path) -> tuple[Document, ...]:
     documents: list[Document] = []
     first_line: dict[str, int] = {}
-    for line, record in _json_lines(path):
-        doc_id = _id_field(record, "_id", path, line, "document")
-        if doc_id in first_line:
+    for line, doc in iter_beir_corpus(path):
+        if doc.id in first_line:
             raise DataError(
                 path,
-                f"duplicate _id '{doc_id}' (first on line {first_line[doc_id]})",
+                f"duplicate _id '{doc.id}' (first on line {first_line[doc.id]})",
                 line=line,
                 fix="give every document a unique '_id'",
             )
-        first_line[doc_id] = line
-        text = _str_field(record, "text", path, line, required=True)
-        title = _str_field(record, "title", path, line, required=False)
-        if not text.strip() and not title.strip():
-            raise DataError(
-                path,
-                f"document '{doc_id}' has empty text and no title",
-                line=line,
-                fix="give the document a 'text' or a 'title', or remove the line",
-            )
-        metadata = record.get("metadata")
-        documents.append(
-            Document(id=doc_id, text=text, title=title, metadata=metadata if isinstance(metadata, dict) else {})
-        )
+        first_line[doc.id] = line
+        documents.append(doc)
     if not documents:
         raise DataError(path, "no documents", fix="write one JSON document per line")
     return tuple(documents)
@@ -419,7 +462,7 @@ _QRELS_HEADER_NAMES = frozenset({"query-id", "query_id", "queryid", "qid", "quer
 
 
 def _read_qrels(
-    path: Path, query_ids: set[str], doc_ids: set[str], duplicate_judgements: DuplicatePolicy = "error"
+    path: Path, query_ids: set[str], doc_ids: Container[str], duplicate_judgements: DuplicatePolicy = "error"
 ) -> tuple[dict[str, dict[str, int]], int, list[tuple[int, str]], dict[str, Any]]:
     """Judgements naming known ids, the number of rows naming unknown ids, up to 3 examples of those, and what
     was done with duplicate judgements (``rows``, ``conflicting``: with another grade, ``kept``: the policy)."""

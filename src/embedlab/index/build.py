@@ -37,12 +37,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from embedlab.data.dataset import Document, RetrievalDataset
 from embedlab.embedding import EmbeddingCache, embed
@@ -55,6 +56,9 @@ from embedlab.manifest import SCHEMA_VERSION, build_manifest
 from embedlab.models.catalog import find_spec
 from embedlab.models.encoders import Encoder
 from embedlab.models.loading import load_encoder
+
+if TYPE_CHECKING:
+    from embedlab.scale.shards import EncodedShard, ShardSet
 
 MANIFEST_FILE = "index.json"
 RETRIEVALS = ("dense", "bm25", "hybrid")
@@ -255,9 +259,16 @@ def build_index(
     encode_batch_size: int = 32,
     show_progress: bool = False,
     retrieval: str | None = None,
+    shards: ShardSet | None = None,
 ) -> IndexManifest:
     """Index ``dataset.corpus`` into ``store`` for ``model`` — a dense model, ``bm25`` or ``hybrid[:MODEL]``
-    (``retrieval`` overrides, see :func:`parse_system`); see the module docstring. Returns the manifest."""
+    (``retrieval`` overrides, see :func:`parse_system`); see the module docstring. Returns the manifest.
+
+    ``shards`` (the document shards ``embedlab embed`` or ``--engine ray`` wrote for this model and data): the
+    vectors come from them, one shard in memory at a time, and each shard is one upsert batch; rows a node
+    encoded with another backend than this process resolves are encoded here, so the index holds only vectors of
+    the fingerprint its manifest names. Against a Milvus server (``uri`` ``http://...``) with Ray running, Ray
+    tasks upsert the shards in parallel (:func:`_upsert_shards_on_ray`); Milvus Lite takes them from here."""
     started = time.perf_counter()
     config = config or IndexConfig()
     out = Path(out)
@@ -316,19 +327,34 @@ def build_index(
         manifest.write(out)
         from tqdm.auto import tqdm
 
+        batches: Iterable[tuple[Sequence[Document], EncodedShard | None]] = (
+            _shard_batches(dataset.corpus, shards)
+            if shards is not None and encoder is not None
+            else ((b, None) for b in _batches(dataset.corpus, batch_size))
+        )
+        parallel: list[tuple[int, list[Document]]] = []  # shards Ray tasks upsert
         with tqdm(
             total=len(dataset.corpus), desc=f"index {manifest.system}", unit="doc", disable=not show_progress
         ) as progress:
-            for batch in _batches(dataset.corpus, batch_size):
+            for batch, shard in batches:
                 stored = vector_store.content_hashes(ids=[d.id for d in batch])
                 todo = [d for d in batch if stored.get(d.id) != hashes[position[d.id]]]
                 counts["unchanged"] += len(batch) - len(todo)
                 counts["updated"] += sum(1 for d in todo if d.id in stored)
                 counts["added"] += sum(1 for d in todo if d.id not in stored)
+                if todo and shard is not None and _parallel_upserts(store, uri, shard, encoder):
+                    parallel.append((shard.index, todo))  # a Ray task upserts it, below
+                    progress.update(len(batch))
+                    continue
                 if todo:
                     tick = time.perf_counter()
                     texts = [d.full_text for d in todo]
-                    if encoder is not None:
+                    if encoder is not None and shard is not None:
+                        rows = [position[d.id] - position[batch[0].id] for d in todo]
+                        vectors = resolved.prepare(
+                            _shard_vectors(shard, rows, texts, encoder, cache=cache, batch_size=encode_batch_size)
+                        )
+                    elif encoder is not None:
                         vectors = resolved.prepare(
                             embed(encoder, texts, role="document", cache=cache, batch_size=encode_batch_size)
                         )
@@ -345,6 +371,22 @@ def build_index(
                     )
                     seconds["upsert"] += time.perf_counter() - tick
                 progress.update(len(batch))
+        if parallel:
+            assert shards is not None and uri is not None
+            tick = time.perf_counter()
+            _upsert_shards_on_ray(
+                shards,
+                parallel,
+                uri=uri,
+                collection=collection,
+                config=resolved,
+                dim=dim,
+                lexical=lexical,
+                payloads=payloads,
+                hashes=hashes,
+                position=position,
+            )
+            seconds["upsert"] += time.perf_counter() - tick
         tick = time.perf_counter()
         vector_store.commit()
         seconds["commit"] = time.perf_counter() - tick
@@ -369,6 +411,121 @@ def build_index(
     )
     done.write(out)
     return done
+
+
+def _shard_batches(corpus: Sequence[Document], shards: ShardSet) -> Iterator[tuple[list[Document], EncodedShard]]:
+    """The corpus in the shards' row ranges, each with its shard (read one at a time); shards must match it."""
+    size = shards.shard_size
+    for number, start in enumerate(range(0, len(corpus), size)):
+        batch = list(corpus[start : start + size])
+        if not shards.path(number).exists():
+            raise EmbedlabError(f"{shards.path(number)}: shard missing (fix: run the same command again to embed it)")
+        shard = shards.read(number)
+        if shard.ids != [d.id for d in batch]:
+            raise EmbedlabError(
+                f"{shards.path(number)}: holds other documents than rows {start}-{start + len(batch) - 1} of the "
+                "corpus (fix: run `embedlab embed` on this data again into the same folder)"
+            )
+        yield batch, shard
+
+
+def _shard_vectors(
+    shard: EncodedShard,
+    rows: Sequence[int],
+    texts: Sequence[str],
+    encoder: Encoder,
+    *,
+    cache: EmbeddingCache | None,
+    batch_size: int,
+) -> NDArray[np.float32]:
+    """The shard's vectors of ``rows`` (``texts``: theirs); rows another backend made (a node's ``auto``) are
+    encoded by ``encoder``."""
+    vectors = np.array(shard.vectors[list(rows)], dtype=np.float32)
+    other = [j for j, row in enumerate(rows) if shard.fingerprints[row] != encoder.fingerprint]
+    if other:
+        encoded = embed(encoder, [texts[j] for j in other], role="document", cache=cache, batch_size=batch_size)
+        vectors[other] = encoded
+    return vectors
+
+
+def _parallel_upserts(store: str, uri: str | None, shard: EncodedShard, encoder: Encoder | None) -> bool:
+    """Ray tasks upsert a shard when the store is a Milvus server, Ray is up, and every row is the manifest's
+    fingerprint (else this process re-encodes some rows, and upserts the shard itself)."""
+    if store != "milvus" or not uri or not uri.startswith(("http://", "https://")) or encoder is None:
+        return False
+    try:
+        import ray
+    except ImportError:
+        return False
+    return bool(ray.is_initialized()) and all(f == encoder.fingerprint for f in shard.fingerprints)
+
+
+def _upsert_shards_on_ray(
+    shards: ShardSet,
+    todo: Sequence[tuple[int, Sequence[Document]]],
+    *,
+    uri: str,
+    collection: str,
+    config: IndexConfig,
+    dim: int,
+    lexical: bool,
+    payloads: Sequence[Mapping[str, Any]],
+    hashes: Sequence[str],
+    position: Mapping[str, int],
+) -> None:
+    """One Ray task per shard, each opening the Milvus server at ``uri`` and upserting the shard's ``todo`` rows
+    (read from the shard file, which every node must see at the same path). Not tested here: no Milvus server
+    runs on this machine."""
+    import ray
+
+    upsert: Any = ray.remote(cast(Any, _upsert_shard))  # keyword-only arguments: beyond Ray's type stubs
+    refs = [
+        upsert.remote(
+            path=str(shards.path(number)),
+            rows=[position[d.id] - number * shards.shard_size for d in docs],
+            ids=[d.id for d in docs],
+            payloads=[dict(payloads[position[d.id]]) for d in docs],
+            hashes=[hashes[position[d.id]] for d in docs],
+            texts=[d.full_text for d in docs] if lexical else None,
+            uri=uri,
+            collection=collection,
+            config=config,
+            dim=dim,
+            lexical=lexical,
+        )
+        for number, docs in todo
+    ]
+    ray.get(refs)
+
+
+def _upsert_shard(
+    *,
+    path: str,
+    rows: list[int],
+    ids: list[str],
+    payloads: list[dict[str, Any]],
+    hashes: list[str],
+    texts: list[str] | None,
+    uri: str,
+    collection: str,
+    config: IndexConfig,
+    dim: int,
+    lexical: bool,
+) -> None:
+    """A Ray task: upsert rows of one shard file into the Milvus collection the driver created."""
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(path, columns=["vector"]).column("vector").combine_chunks()
+    vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)
+    store = open_store(
+        "milvus", index_dir=Path("."), uri=uri, collection=collection, config=config, dim=dim, lexical=lexical
+    )
+    try:
+        store.upsert(
+            ids=ids, vectors=config.prepare(vectors[rows]), payloads=payloads, content_hashes=hashes, texts=texts
+        )
+    finally:
+        store.close()
 
 
 def _check_compatible(out: Path, manifest: IndexManifest) -> None:

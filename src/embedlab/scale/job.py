@@ -33,6 +33,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.files import format_table, write_json_atomic
 from embedlab.manifest import build_manifest
 from embedlab.models.encoders import Role
+from embedlab.scale.corpus import READ_DRIVER, READ_RAY, CorpusFile
 from embedlab.scale.engines import Engine
 from embedlab.scale.shards import EncodedShard, ShardSet, ShardTask, plan_shards
 
@@ -119,14 +120,20 @@ class EmbedRun:
         return write_json_atomic(self.out / MANIFEST_FILE, self.to_dict())
 
 
-def _texts(dataset: RetrievalDataset, role: Role) -> tuple[list[str], list[str]]:
+def _texts(dataset: RetrievalDataset | CorpusFile, role: Role) -> tuple[list[str], list[str]]:
     if role == "document":
+        assert isinstance(dataset, RetrievalDataset)  # a CorpusFile's documents never come to the driver
         return [d.id for d in dataset.corpus], [d.full_text for d in dataset.corpus]
     return [q.id for q in dataset.queries], [q.text for q in dataset.queries]
 
 
+def _pending_spans(corpus: CorpusFile, shards: ShardSet) -> list[int]:
+    """The corpus' shards not on disk as the scan planned them (absent, damaged, or for other texts)."""
+    return [i for i, digest in enumerate(corpus.shard_digests) if not shards.matches_digest(i, digest)]
+
+
 def embed_dataset(
-    dataset: RetrievalDataset,
+    dataset: RetrievalDataset | CorpusFile,
     models: Sequence[str],
     *,
     out: Path,
@@ -139,12 +146,21 @@ def embed_dataset(
     show_progress: bool = False,
 ) -> EmbedRun:
     """Embed ``dataset`` with each of ``models`` on ``engine`` into shards under ``out`` (see the module
-    docstring); resumes from the shards already there. Writes ``out/embed.json`` when done and returns the run."""
+    docstring); resumes from the shards already there. Writes ``out/embed.json`` when done and returns the run.
+
+    ``dataset`` may be a :class:`~embedlab.scale.corpus.CorpusFile` (:func:`~embedlab.scale.corpus.scan_beir`) on
+    the ``ray`` engine: Ray Data then reads the documents on the cluster and this process never holds them."""
     names = list(dict.fromkeys(m.strip() for m in models if m.strip()))
     if not names:
         raise EmbedlabError("give at least one model to embed with (--models)")
     if batch_size < 1:
         raise EmbedlabError(f"--batch-size must be 1 or more (got {batch_size})")
+    on_file = isinstance(dataset, CorpusFile)
+    if isinstance(dataset, CorpusFile):
+        if dataset.shard_size != shard_size:
+            raise EmbedlabError(f"the corpus was scanned for shards of {dataset.shard_size}, not {shard_size}")
+        if not hasattr(engine, "encode_corpus"):
+            raise EmbedlabError(f"engine {engine.name} cannot read a corpus file (fix: use --engine ray)")
     started = time.perf_counter()
     out = Path(out)
     results = []
@@ -153,23 +169,31 @@ def embed_dataset(
         tick = time.perf_counter()
         sets: dict[str, ShardSet] = {}
         todo: list[ShardTask] = []
+        spans: list[int] = []
         for role in roles:
-            ids, texts = _texts(dataset, role)
-            tasks = plan_shards(role, ids, texts, [text_key(t, role) for t in texts], shard_size)
             shards = sets[role] = ShardSet(out, model=model, backend=backend, role=role, shard_size=shard_size)
-            _remove_beyond(shards, len(tasks))
-            missing = shards.missing(tasks)
-            todo.extend(missing)
-            for index in sorted({t.index for t in tasks} - {t.index for t in missing}):
+            if isinstance(dataset, CorpusFile) and role == "document":
+                planned = set(range(len(dataset.shard_digests)))
+                spans = _pending_spans(dataset, shards)
+                missing_numbers = set(spans)
+                count = dataset.documents
+            else:
+                ids, texts = _texts(dataset, role)
+                tasks = plan_shards(role, ids, texts, [text_key(t, role) for t in texts], shard_size)
+                missing = shards.missing(tasks)
+                todo.extend(missing)
+                planned, missing_numbers, count = {t.index for t in tasks}, {t.index for t in missing}, len(ids)
+            _remove_beyond(shards, len(planned))
+            for index in sorted(planned - missing_numbers):
                 reused = shards.read(index)
                 result.shards_reused += 1
                 _note(result, reused)
                 if cache is not None:
                     result.cached += shards.fill_cache(cache, reused)
             if role == "document":
-                result.documents = len(ids)
+                result.documents = count
             else:
-                result.queries = len(ids)
+                result.queries = count
 
         def keep(shard: EncodedShard, sets: dict[str, ShardSet] = sets, result: ModelEmbedding = result) -> None:
             shards = sets[shard.role]
@@ -180,15 +204,27 @@ def embed_dataset(
             if cache is not None:
                 result.cached += shards.fill_cache(cache, shard)
 
-        engine.encode(
-            model=model,
-            backend=backend,
-            tasks=todo,
-            on_shard=keep,
-            batch_size=batch_size,
-            cache=cache,
-            show_progress=show_progress,
-        )
+        if isinstance(dataset, CorpusFile):
+            engine.encode_corpus(  # type: ignore[attr-defined]  # checked above
+                model=model,
+                backend=backend,
+                corpus=dataset,
+                pending=spans,
+                tasks=todo,
+                on_shard=keep,
+                batch_size=batch_size,
+                show_progress=show_progress,
+            )
+        else:
+            engine.encode(
+                model=model,
+                backend=backend,
+                tasks=todo,
+                on_shard=keep,
+                batch_size=batch_size,
+                cache=cache,
+                show_progress=show_progress,
+            )
         result.seconds = time.perf_counter() - tick
         results.append(result)
     run = EmbedRun(
@@ -197,8 +233,9 @@ def embed_dataset(
             "name": dataset.name,
             "source": dataset.source,
             "content_hash": dataset.content_hash,
-            "documents": len(dataset.corpus),
+            "documents": dataset.documents if isinstance(dataset, CorpusFile) else len(dataset.corpus),
             "queries": len(dataset.queries),
+            "read": READ_RAY if on_file else READ_DRIVER,
         },
         engine=engine.describe(),
         shard_size=shard_size,

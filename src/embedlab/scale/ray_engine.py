@@ -1,7 +1,9 @@
 """The ``ray`` engine: Ray Data encodes the shards across a cluster, with one model load per actor.
 
-The pending rows (shard number, row number, text) go into a Ray Dataset, one block per shard
-(``ray.data.from_arrow``); ``map_batches`` runs :class:`EncodeActor` over them with an actor pool
+The pending rows (role, shard number, row number, id, cache key, text) go into a Ray Dataset: read from the corpus
+file by Ray Data on the cluster (:meth:`RayEngine.encode_corpus`, :mod:`embedlab.scale.corpus`), or handed over
+by the driver, one block per shard (``ray.data.from_arrow``: the queries, and data only the driver can load);
+``map_batches`` runs :class:`EncodeActor` over them with an actor pool
 (``ray.data.ActorPoolStrategy``). Each actor loads the model once, in its constructor, and resolves the backend on
 its own node — with ``auto``, each node's calibration picks the fastest backend that keeps the vectors there — and
 returns, per row, the vector and the fingerprint of the encoder that made it. The driver reads the results as they
@@ -29,15 +31,19 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from embedlab.embedding import EmbeddingCache
 from embedlab.errors import EmbedlabError
 from embedlab.models.backends import current_sample
+from embedlab.models.encoders import Role
 from embedlab.scale.shards import EncodedShard, ShardTask
 from embedlab.scale.worker import ShardEncoder, progress_bar
+
+if TYPE_CHECKING:
+    from embedlab.scale.corpus import CorpusFile
 
 RESERVED_SHARE = 0.75
 """The share of an actor's CPUs it reserves in Ray's accounting; the rest keeps Ray Data's own tasks running."""
@@ -65,6 +71,8 @@ class EncodeActor:
             "role": batch["role"],
             "shard": batch["shard"],
             "row": batch["row"],
+            "id": batch["id"],
+            "key": batch["key"],
             "vector": vectors,
             "fingerprint": np.array([self.worker.fingerprint] * count, dtype=object),
             "backend": np.array([self.worker.backend] * count, dtype=object),
@@ -154,26 +162,74 @@ class RayEngine:
     ) -> None:
         """See :class:`~embedlab.scale.engines.Engine`. ``cache`` is not read here: the workers may be other
         machines; the caller fills the cache from the shards."""
-        if not tasks:
+        self.encode_corpus(
+            model=model,
+            backend=backend,
+            corpus=None,
+            pending=(),
+            tasks=tasks,
+            on_shard=on_shard,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+
+    def encode_corpus(
+        self,
+        *,
+        model: str,
+        backend: str,
+        corpus: CorpusFile | None,
+        pending: Sequence[int],
+        tasks: Sequence[ShardTask] = (),
+        on_shard: Callable[[EncodedShard], None],
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> None:
+        """Encode the document shards numbered ``pending`` of ``corpus``, which Ray Data reads on the cluster
+        (:func:`~embedlab.scale.corpus.ray_rows`), together with ``tasks`` (rows the driver holds: the queries);
+        ``on_shard`` gets each shard as in :meth:`encode`. A shard whose keys do not match the scan's digest is an
+        error, never written."""
+        if not tasks and not (corpus and pending):
             return
         import pyarrow as pa
         import ray
         import ray.data
 
         actors, reserved = self.pool()
-        tables = [
-            pa.table(
-                {
-                    "role": pa.array([task.role] * len(task.ids), pa.string()),
-                    "shard": pa.array([task.index] * len(task.ids), pa.int64()),
-                    "row": pa.array(range(len(task.ids)), pa.int64()),
-                    "text": pa.array(task.texts, pa.string()),
-                }
-            )
-            for task in tasks
-        ]
-        by_index = {(task.role, task.index): task for task in tasks}
-        dataset = ray.data.from_arrow(tables).map_batches(
+        expected: dict[tuple[str, int], tuple[int, str | None]] = {
+            (task.role, task.index): (len(task.ids), None) for task in tasks
+        }
+        parts = []
+        if corpus is not None and pending:
+            from embedlab.scale.corpus import ray_rows
+
+            expected.update({("document", i): (corpus.shard_rows(i), corpus.shard_digests[i]) for i in pending})
+            try:
+                parts.append(ray_rows(corpus, pending, cpus=max(0.05, 1 - RESERVED_SHARE)))
+            except EmbedlabError:
+                raise
+            except Exception as exc:
+                raise EmbedlabError(
+                    f"Ray Data could not read {corpus.path}: {_one_line(exc)} (fix: check that every node sees the "
+                    "file at this path, or run with --engine local)"
+                ) from None
+        if tasks:
+            tables = [
+                pa.table(
+                    {
+                        "role": pa.array([task.role] * len(task.ids), pa.string()),
+                        "shard": pa.array([task.index] * len(task.ids), pa.int64()),
+                        "row": pa.array(range(len(task.ids)), pa.int64()),
+                        "id": pa.array(task.ids, pa.string()),
+                        "key": pa.array(task.keys, pa.string()),
+                        "text": pa.array(task.texts, pa.string()),
+                    }
+                )
+                for task in tasks
+            ]
+            parts.append(ray.data.from_arrow(tables))
+        rows = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+        dataset = rows.map_batches(
             EncodeActor,
             fn_constructor_kwargs={
                 "model": model,
@@ -183,21 +239,41 @@ class RayEngine:
                 "sample": current_sample(),
             },
             # A whole shard per batch: the actor sorts it by length as the local path sorts its shards.
-            batch_size=max(len(task.ids) for task in tasks),
+            batch_size=max(count for count, _ in expected.values()),
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=reserved,
         )
-        pending: dict[tuple[str, int], dict[int, tuple[np.ndarray, str, str]]] = {}
+        self._collect(model, dataset, expected, on_shard, actors=actors, show_progress=show_progress)
+
+    def _collect(
+        self,
+        model: str,
+        dataset: Any,
+        expected: dict[tuple[str, int], tuple[int, str | None]],
+        on_shard: Callable[[EncodedShard], None],
+        *,
+        actors: int,
+        show_progress: bool,
+    ) -> None:
+        """Read the actors' rows as they stream in, one row per (role, shard, row), and hand each shard on as
+        soon as it is complete."""
+        from embedlab.scale.corpus import shard_digest
+
+        expected = dict(expected)
+        pending: dict[tuple[str, int], dict[int, tuple[str, str, np.ndarray, str, str]]] = {}
+        total = sum(count for count, _ in expected.values())
         try:
             plural = "s" if actors > 1 else ""
-            with progress_bar(tasks, f"embed {model} on ray ({actors} actor{plural})", show_progress) as progress:
+            with progress_bar(total, f"embed {model} on ray ({actors} actor{plural})", show_progress) as progress:
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     fresh = 0
-                    for role, shard, row, vector, fingerprint, resolved, node in zip(
+                    for role, shard, row, doc_id, key, vector, fingerprint, resolved, node in zip(
                         batch["role"].tolist(),
                         batch["shard"].tolist(),
                         batch["row"].tolist(),
+                        batch["id"].tolist(),
+                        batch["key"].tolist(),
                         batch["vector"],
                         batch["fingerprint"],
                         batch["backend"],
@@ -206,16 +282,30 @@ class RayEngine:
                     ):
                         where = (str(role), int(shard))
                         rows = pending.setdefault(where, {})
-                        if row in rows or where not in by_index:
+                        if row in rows or where not in expected:
                             self.duplicates += 1
                             continue
-                        rows[row] = (np.asarray(vector, dtype=np.float32), str(fingerprint), str(resolved))
+                        rows[row] = (
+                            str(doc_id),
+                            str(key),
+                            np.asarray(vector, dtype=np.float32),
+                            str(fingerprint),
+                            str(resolved),
+                        )
                         self.rows_per_node[str(node)] = self.rows_per_node.get(str(node), 0) + 1
                         fresh += 1
-                        task = by_index[where]
-                        if len(rows) == len(task.ids):
-                            self._deliver(task, pending.pop(where), on_shard)
-                            del by_index[where]
+                        count, digest = expected[where]
+                        if len(rows) == count:
+                            shard_rows = pending.pop(where)
+                            ordered = [shard_rows[i] for i in range(count)]
+                            if digest is not None and shard_digest(r[1] for r in ordered) != digest:
+                                raise EmbedlabError(
+                                    f"shard {where[1]}: the texts Ray Data read differ from the driver's scan of "
+                                    "the same file (fix: check that every node sees the same corpus file, or run "
+                                    "with --engine local)"
+                                )
+                            self._deliver(where, ordered, on_shard)
+                            del expected[where]
                     progress.update(fresh)
         except EmbedlabError:
             raise
@@ -226,26 +316,27 @@ class RayEngine:
                 f"the Ray job encoding {model} failed: {_one_line(exc)} (fix: check that every node has embedlab "
                 "and the model installed, then run the same command again: it resumes from the written shards)"
             ) from None
-        if by_index:
+        if expected:
             raise EmbedlabError(
-                f"the Ray job for {model} ended with {len(by_index)} shard(s) incomplete (fix: run the same command "
+                f"the Ray job for {model} ended with {len(expected)} shard(s) incomplete (fix: run the same command "
                 "again: it resumes from the written shards)"
             )
 
     @staticmethod
     def _deliver(
-        task: ShardTask, rows: dict[int, tuple[np.ndarray, str, str]], on_shard: Callable[[EncodedShard], None]
+        where: tuple[str, int],
+        ordered: list[tuple[str, str, np.ndarray, str, str]],
+        on_shard: Callable[[EncodedShard], None],
     ) -> None:
-        ordered = [rows[i] for i in range(len(task.ids))]
         on_shard(
             EncodedShard(
-                role=task.role,
-                index=task.index,
-                ids=list(task.ids),
-                keys=list(task.keys),
-                vectors=np.stack([r[0] for r in ordered]).astype(np.float32, copy=False),
-                fingerprints=[r[1] for r in ordered],
-                backends=[r[2] for r in ordered],
+                role=cast(Role, where[0]),
+                index=where[1],
+                ids=[r[0] for r in ordered],
+                keys=[r[1] for r in ordered],
+                vectors=np.stack([r[2] for r in ordered]).astype(np.float32, copy=False),
+                fingerprints=[r[3] for r in ordered],
+                backends=[r[4] for r in ordered],
             )
         )
 

@@ -117,20 +117,32 @@ class ShardSet:
 
     def matches(self, task: ShardTask) -> bool:
         """True when the shard on disk was written for this model, backend and exactly these texts."""
+        keys = self._keys(task.index)
+        return keys is not None and tuple(keys) == task.keys
+
+    def matches_digest(self, index: int, digest: str) -> bool:
+        """:meth:`matches` for a shard planned by row range: its keys' digest instead of the keys themselves."""
+        from embedlab.scale.corpus import shard_digest
+
+        keys = self._keys(index)
+        return keys is not None and shard_digest(keys) == digest
+
+    def _keys(self, index: int) -> list[str] | None:
+        """The cache keys of shard ``index`` on disk, or ``None`` if it is absent, damaged or another model's."""
         import pyarrow.parquet as pq
 
-        path = self.path(task.index)
+        path = self.path(index)
         if not path.exists():
-            return False
+            return None
         try:
             schema = pq.read_schema(path)
             meta = json.loads((schema.metadata or {}).get(b"embedlab", b"{}"))
             if meta != json.loads(self._metadata()[b"embedlab"]):
-                return False
-            keys = pq.read_table(path, columns=["key"]).column("key").to_pylist()
+                return None
+            keys: list[str] = pq.read_table(path, columns=["key"]).column("key").to_pylist()
         except Exception:  # a damaged shard is encoded again, never trusted
-            return False
-        return tuple(keys) == task.keys
+            return None
+        return keys
 
     def missing(self, tasks: Sequence[ShardTask]) -> list[ShardTask]:
         """The tasks whose shard is absent, damaged or written for something else."""

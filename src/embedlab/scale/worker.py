@@ -95,8 +95,9 @@ class ShardEncoder:
         )
 
 
-def progress_bar(tasks: Sequence[ShardTask], description: str, show: bool) -> Any:
-    """The one progress bar of an encode call, counted in texts."""
+def progress_bar(tasks: Sequence[ShardTask] | int, description: str, show: bool) -> Any:
+    """The one progress bar of an encode call, counted in texts (``tasks``: the tasks, or the texts' count)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=sum(len(t.ids) for t in tasks), desc=description, unit="text", disable=not show)
+    total = tasks if isinstance(tasks, int) else sum(len(t.ids) for t in tasks)
+    return tqdm(total=total, desc=description, unit="text", disable=not show)

@@ -22,7 +22,7 @@ import contextvars
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -105,12 +105,29 @@ def corpus_sample(texts: Iterable[str], *, fit: int = 64, check: int = 32, seed:
     """A :class:`CalibrationSample` of ``texts`` (duplicates and blank texts left out), or ``None`` when fewer than
     :data:`MIN_CORPUS_TEXTS` distinct texts remain. A small corpus gives a third of its sample to checking."""
     distinct = list(dict.fromkeys(t for t in texts if t.strip()))
-    if len(distinct) < MIN_CORPUS_TEXTS:
+    positions = sample_positions(len(distinct), fit=fit, check=check, seed=seed)
+    if positions is None:
         return None
-    picked = random.Random(seed).sample(distinct, min(len(distinct), fit + check))
+    return sample_of([distinct[i] for i in positions], len(distinct), fit=fit, check=check, seed=seed)
+
+
+def sample_positions(distinct: int, *, fit: int = 64, check: int = 32, seed: int = 0) -> list[int] | None:
+    """Which of ``distinct`` texts (numbered in order of first appearance) :func:`corpus_sample` picks, in its
+    order; ``None`` below :data:`MIN_CORPUS_TEXTS`. A reader that streams a corpus draws the same sample with this
+    and :func:`sample_of`, reading only the picked texts."""
+    if distinct < MIN_CORPUS_TEXTS:
+        return None
+    # random.sample picks by position, so sampling the positions picks what sampling the texts would.
+    return random.Random(seed).sample(range(distinct), min(distinct, fit + check))
+
+
+def sample_of(
+    picked: Sequence[str], distinct: int, *, fit: int = 64, check: int = 32, seed: int = 0
+) -> CalibrationSample:
+    """The :class:`CalibrationSample` of the texts :func:`sample_positions` picked, in its order."""
     n_check = min(check, len(picked) // 3) if len(picked) < fit + check else check
     return CalibrationSample(
-        fit=tuple(picked[n_check:]), check=tuple(picked[:n_check]), corpus_texts=len(distinct), seed=seed
+        fit=tuple(picked[n_check:]), check=tuple(picked[:n_check]), corpus_texts=distinct, seed=seed
     )
 
 
