@@ -230,6 +230,21 @@ def test_the_scan_of_a_beir_corpus_is_the_loaders_view(tiny_folder: Path, scifac
     (mixed / "corpus.jsonl").write_text("\n".join(lines) + "\n")
     assert scan_beir(mixed, "test", shard_size=16) is None  # Ray Data would read _id as one type: the driver reads
 
+    from embedlab.data.loaders import load_beir
+    from embedlab.errors import DataError
+
+    repeated = tiny_folder.parent / "repeated-ids"  # refused by the scan with the loader's own error
+    repeated.mkdir()
+    for name in ("queries.jsonl", "qrels"):
+        (repeated / name).symlink_to(tiny_folder / name)
+    first = json.loads(lines[0])
+    (repeated / "corpus.jsonl").write_text("\n".join([*lines[:-1], json.dumps({**first, "text": "again"})]) + "\n")
+    with pytest.raises(DataError) as scanned:
+        scan_beir(repeated, "test", shard_size=16)
+    with pytest.raises(DataError) as loaded:
+        load_beir(repeated, "test")
+    assert str(scanned.value) == str(loaded.value) and f"duplicate _id '{first['_id']}'" in str(scanned.value)
+
 
 @pytest.mark.slow
 def test_ray_data_reads_a_beir_corpus_and_the_results_equal_local(

@@ -423,17 +423,22 @@ def iter_beir_corpus(path: Path) -> Iterator[tuple[int, Document]]:
         yield line, beir_document(record, path, line)
 
 
+def duplicate_id_error(path: Path, doc_id: str, first_line: int, line: int) -> DataError:
+    """A document id seen a second time in a corpus.jsonl (the loader and the Ray scan both refuse it)."""
+    return DataError(
+        path,
+        f"duplicate _id '{doc_id}' (first on line {first_line})",
+        line=line,
+        fix="give every document a unique '_id'",
+    )
+
+
 def _read_beir_corpus(path: Path) -> tuple[Document, ...]:
     documents: list[Document] = []
     first_line: dict[str, int] = {}
     for line, doc in iter_beir_corpus(path):
         if doc.id in first_line:
-            raise DataError(
-                path,
-                f"duplicate _id '{doc.id}' (first on line {first_line[doc.id]})",
-                line=line,
-                fix="give every document a unique '_id'",
-            )
+            raise duplicate_id_error(path, doc.id, first_line[doc.id], line)
         first_line[doc.id] = line
         documents.append(doc)
     if not documents:

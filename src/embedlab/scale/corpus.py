@@ -41,7 +41,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from embedlab.data.dataset import Document, Qrels, Query, finish_content_hash, update_content_hash
-from embedlab.data.loaders import DuplicatePolicy, beir_document, beir_judged, beir_paths, json_records
+from embedlab.data.loaders import (
+    DuplicatePolicy,
+    beir_document,
+    beir_judged,
+    beir_paths,
+    duplicate_id_error,
+    iter_beir_corpus,
+    json_records,
+)
 from embedlab.embedding import text_key
 from embedlab.errors import DataError, EmbedlabError
 from embedlab.models.backends.texts import CalibrationSample, sample_of, sample_positions
@@ -179,17 +187,11 @@ def _raise_duplicate(path: Path, id_hashes: NDArray[np.uint64]) -> None:
     values, counts = np.unique(id_hashes, return_counts=True)
     repeated = {int(v) for v in values[counts > 1]}
     first_line: dict[str, int] = {}
-    for line, record in json_records(path):
-        doc = beir_document(record, path, line)
+    for line, doc in iter_beir_corpus(path):
         if _hash64(doc.id) not in repeated:
             continue
         if doc.id in first_line:
-            raise DataError(
-                path,
-                f"duplicate _id '{doc.id}' (first on line {first_line[doc.id]})",
-                line=line,
-                fix="give every document a unique '_id'",
-            )
+            raise duplicate_id_error(path, doc.id, first_line[doc.id], line)
         first_line[doc.id] = line
 
 
