@@ -158,19 +158,10 @@ def profile(encoder: SentenceTransformerEncoder, texts: list[str], batch_size: i
         t0 = time.perf_counter()
         index = order[start : start + batch_size]
         batch = [encodings[i] for i in index]
-        width = max(len(e.ids) for e in batch)
-        ids = np.full((len(batch), width), info.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        types = np.zeros((len(batch), width), dtype=np.int64)
-        for row, enc in enumerate(batch):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
-            types[row, : len(enc.ids)] = enc.type_ids
-        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        feeds = {name: available[name] for name in info.inputs}
+        feeds = runner.feeds(batch)  # padded exactly as the product pads
         seconds["pad and feed"] += time.perf_counter() - t0
-        real_tokens += int(mask.sum())
-        padded_tokens += mask.size
+        real_tokens += sum(len(e.ids) for e in batch)
+        padded_tokens += feeds["input_ids"].size
         if warm:  # the first inference compiles kernels for new shapes; not part of the steady state
             request.infer(feeds)
             warm = False

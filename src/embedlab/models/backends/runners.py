@@ -203,6 +203,22 @@ class TokenizedRunner:
     def infer(self, feeds: dict[str, NDArray[np.int64]]) -> NDArray[np.float32]:
         raise NotImplementedError
 
+    def feeds(self, batch: Sequence[Any]) -> dict[str, NDArray[np.int64]]:
+        """The model's inputs for tokenised ``batch``: padded to its longest text (or one further, see
+        :attr:`avoided_widths`), with the attention mask and token types."""
+        width = max(len(e.ids) for e in batch)
+        if width in self.avoided_widths:
+            width += 1  # one more masked pad token: the same vectors, another kernel
+        ids = np.full((len(batch), width), self.info.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        types = np.zeros((len(batch), width), dtype=np.int64)
+        for row, enc in enumerate(batch):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+            types[row, : len(enc.ids)] = enc.type_ids
+        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: available[name] for name in self.info.inputs}
+
     def encode(
         self, texts: Sequence[str], *, prompt: str, batch_size: int, normalize: bool, show_progress: bool
     ) -> Vectors:
@@ -217,18 +233,7 @@ class TokenizedRunner:
         for start in tqdm(starts, desc="encode", disable=not show_progress, unit="batch"):
             index = order[start : start + batch_size]
             batch = [encodings[i] for i in index]
-            width = max(len(e.ids) for e in batch)
-            if width in self.avoided_widths:
-                width += 1  # one more masked pad token: the same vectors, another kernel
-            ids = np.full((len(batch), width), self.info.pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            types = np.zeros((len(batch), width), dtype=np.int64)
-            for row, enc in enumerate(batch):
-                ids[row, : len(enc.ids)] = enc.ids
-                mask[row, : len(enc.ids)] = 1
-                types[row, : len(enc.ids)] = enc.type_ids
-            available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            out[index] = self.infer({name: available[name] for name in self.info.inputs})
+            out[index] = self.infer(self.feeds(batch))
         return normalise(out) if normalize else out
 
 
