@@ -73,7 +73,9 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-mpnet": {"teacher": "mpnet-base"},
     "teacher-mpnet-lr1e-4": {"teacher": "mpnet-base", "teacher_learning_rate": 1e-4},
     "teacher-mpnet-e6": {"teacher": "mpnet-base", "epochs": 6.0},
+    "teacher-mpnet-all": {"teacher": "mpnet-base", "pseudo_max": 20000},
     "teacher-auto": {"teacher": "auto"},
+    "teacher-auto-fast": {"teacher": "auto", "teacher_negatives": 1, "max_seq_length": 128},
     "teacher-minilm": {"teacher": "minilm-l6"},
     "query-side-hybrid": {"teacher": "hybrid:mpnet-base", "train_side": "query"},
     "query-side-bm25": {"teacher": "bm25", "train_side": "query"},
@@ -188,7 +190,8 @@ def plain_arm(folder: Path, setting: str, out: Path, budget_minutes: float, seed
     if setting == "same-source":
         pairs = pairs_from_judgements(splits.train)
     else:
-        pairs = pseudo_pairs(train.corpus, FinetuneConfig().pseudo_queries, per_kind=5000, seed=seed)
+        defaults = FinetuneConfig()
+        pairs = pseudo_pairs(train.corpus, defaults.pseudo_queries, per_kind=defaults.pseudo_max, seed=seed)
     model = SentenceTransformer(base_model_path("minilm-l6"), device="cpu")
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "plain-checkpoints"),
