@@ -126,21 +126,38 @@ def test_in_batch_loss_is_the_formula_and_one_row_is_margin_mse(corpus: tuple[Do
     assert one == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
+def test_a_dense_teacher_encodes_the_training_queries_once(corpus: tuple[Document, ...]) -> None:
+    from embedlab.finetune.teacher import DenseTeacher, load_teacher
+
+    teacher = load_teacher("minilm-l6", corpus[:20], backend=None)
+    assert isinstance(teacher, DenseTeacher)
+    queries = ["vitamin D and bone fractures", "antibiotic resistance"]
+    rows = np.array([[0, 3, 7], [1, 2, 19]])
+    expected = teacher.score(queries, rows)
+    teacher.remember(queries)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a remembered query was encoded again")
+
+    teacher.encoder.encode = refuse
+    np.testing.assert_allclose(teacher.score(queries[::-1], rows[::-1]), expected[::-1], rtol=1e-5, atol=1e-6)
+
+
 def test_in_batch_trains_beside_judged_pairs_in_bf16_and_resumes(
     small_beir: Path, corpus: tuple[Document, ...], tmp_path: Path
 ) -> None:
     """Two data sets in one run (judged MNRL pairs, which bring the NO_DUPLICATES sampler, and in-batch corpus rows),
-    bf16 autocast where the CPU has it, interrupted after step 2 and resumed."""
+    bf16 autocast where the CPU has it, interrupted after the checkpoint of step 2 and resumed."""
     encoder = load_encoder("minilm-l6")
     teacher = BM25Teacher(corpus)
     triples = label_triples(
-        keyword_pairs(corpus, limit=12, seed=0), corpus, teacher=teacher, student=encoder, negatives=2
+        keyword_pairs(corpus, limit=8, seed=0), corpus, teacher=teacher, student=encoder, negatives=2
     )
-    judged = loss_data("mnrl", [p.example for p in pairs_from_judgements(load_beir(small_beir, "train"))[:8]])
+    judged = loss_data("mnrl", [p.example for p in pairs_from_judgements(load_beir(small_beir, "train"))[:4]])
     parts = {"judged": LossPart("mnrl", judged), "corpus": in_batch_part(triples, teacher)}
     precision = "bf16" if bf16_supported() else "fp32"
     config = FinetuneConfig.create(
-        epochs=1, learning_rate=1e-4, checkpoint_steps=1, precision=precision, teacher="bm25", teacher_in_batch=True,
+        epochs=1, learning_rate=1e-4, checkpoint_steps=2, precision=precision, teacher="bm25", teacher_in_batch=True,
         **TINY,
     )  # fmt: skip
 
@@ -159,8 +176,8 @@ def test_in_batch_trains_beside_judged_pairs_in_bf16_and_resumes(
     outcome = train_model(config, parts, dev=None, work_dir=work, model_dir=model_dir, echo=lines.append)
     assert outcome.resumed_from == "checkpoint-2"
     assert outcome.precision == precision
-    assert outcome.steps == outcome.planned_steps == 2 + 3  # 8 judged rows and 12 corpus rows, 4 a step
-    assert any("12 corpus examples (4 texts each, in-batch-margin-mse)" in line for line in lines), lines
+    assert outcome.steps == outcome.planned_steps == 1 + 2  # 4 judged rows and 8 corpus rows, 4 a step
+    assert any("8 corpus examples (4 texts each, in-batch-margin-mse)" in line for line in lines), lines
     assert all(math.isfinite(h["loss"]) for h in outcome.loss_history)
     assert (model_dir / "config_sentence_transformers.json").is_file()
 
@@ -172,7 +189,7 @@ def test_cli_finetune_with_teacher_in_batch_records_it(small_beir: Path, tmp_pat
 
     out = tmp_path / "ft"
     args = ["finetune", "--data", str(small_beir), "--out", str(out), "--teacher", "bm25", "--train-queries",
-            "corpus", "--pseudo-queries", "keywords", "--teacher-in-batch", "--epochs", "0.5", "--batch-size", "8",
+            "corpus", "--pseudo-queries", "keywords", "--teacher-in-batch", "--epochs", "0.25", "--batch-size", "8",
             "--max-seq-length", "48", "--precision", "fp32", "--time-budget", "0"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
