@@ -89,6 +89,12 @@ class FinetuneConfig(BaseModel):
         2e-5, gt=0, description="peak learning rate when only teacher-labelled corpus queries train"
     )
     teacher_window: tuple[int, int] = (3, 50)
+    teacher_in_batch: bool = Field(
+        False,
+        description="corpus queries learn the teacher's margin against every document of the batch (the other rows' "
+        "positives and negatives too), scored on the fly, not only against their own negatives: more teacher "
+        "comparisons per step for the same encoding (embedlab.finetune.in_batch); dense, bm25 or hybrid teachers",
+    )
     dev_alpha: float = Field(
         0.05, gt=0, lt=1, description="the fine-tuned model is kept only when its dev gain is significant at this level"
     )

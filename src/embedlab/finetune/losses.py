@@ -13,6 +13,9 @@ name                     sentence-transformers loss                           da
 ``online-contrastive``   OnlineContrastiveLoss                                (text1, text2, label 0/1)
 ``margin-mse``           MarginMSELoss (cosine), a teacher's margins          (query, positive, negatives...,
                                                                               margins t(q,p) − t(q,n_i))
+``in-batch-margin-mse``  MarginMSELoss (cosine) against every document of     (query, positive, negatives...,
+                         the batch, the teacher asked at each step            the row's index; ``--teacher-in-batch``,
+                         (:mod:`~embedlab.finetune.in_batch`)                 built with its teacher)
 =======================  ===================================================  =====================================
 
 One run may train several losses at once, each on its own data (:class:`LossPart`): teacher-labelled corpus
@@ -72,10 +75,12 @@ class LossData:
 
 @dataclass(frozen=True)
 class LossPart:
-    """One loss of a run and the data it trains on."""
+    """One loss of a run and the data it trains on; ``make`` builds the loss module when it needs more than the
+    model and the config (``in-batch-margin-mse`` holds its teacher)."""
 
     loss: str
     data: LossData
+    make: Callable[[SentenceTransformer], nn.Module] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,13 @@ def _margin_mse(model: SentenceTransformer, config: FinetuneConfig) -> nn.Module
     return MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
 
 
+def _in_batch_margin_mse(model: SentenceTransformer, config: FinetuneConfig) -> nn.Module:
+    raise EmbedlabError(
+        "loss 'in-batch-margin-mse' asks its teacher at every step: it is made by --teacher-in-batch "
+        "(fix: give --teacher NAME --teacher-in-batch instead of --loss in-batch-margin-mse)"
+    )
+
+
 LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in (
@@ -151,6 +163,12 @@ LOSSES: dict[str, LossSpec] = {
             "online-contrastive", "contrastive loss on the hard pairs of a batch", "labelled", _online_contrastive
         ),
         LossSpec("margin-mse", "MarginMSE on a teacher's score margins", "margins", _margin_mse),
+        LossSpec(
+            "in-batch-margin-mse",
+            "MarginMSE against every document of the batch, the teacher asked at each step",
+            "margins",
+            _in_batch_margin_mse,
+        ),
     )
 }
 
@@ -190,11 +208,17 @@ def matryoshka_dims(dim: int, given: Sequence[int] = ()) -> list[int]:
     return dims
 
 
-def build_loss(name: str, model: SentenceTransformer, config: FinetuneConfig) -> nn.Module:
-    """The loss module for ``model`` (wrapped in MatryoshkaLoss for ``matryoshka:`` or ``matryoshka_dims``)."""
+def build_loss(
+    name: str,
+    model: SentenceTransformer,
+    config: FinetuneConfig,
+    make: Callable[[SentenceTransformer], nn.Module] | None = None,
+) -> nn.Module:
+    """The loss module for ``model`` (wrapped in MatryoshkaLoss for ``matryoshka:`` or ``matryoshka_dims``);
+    ``make`` (a :class:`LossPart`'s) builds it instead of the registry."""
     spec = get_loss(name)
     _, wrapped = parse_loss_name(name)
-    loss = spec.build(model, config)
+    loss = make(model) if make is not None else spec.build(model, config)
     if wrapped or config.matryoshka_dims:
         from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 

@@ -78,9 +78,11 @@ from embedlab.finetune.teacher import (
     AUTO_TEACHERS,
     LabelledTriples,
     Teacher,
+    in_batch_part,
     label_triples,
     load_teacher,
     margin_loss_data,
+    refuse_in_batch_cross_encoder,
     teacher_from_report,
 )
 from embedlab.finetune.train import DevSet, base_model_path, load_base_model, train_model
@@ -229,7 +231,8 @@ class FinetuneResult:
                 else ""
             )
             labelled = (
-                f"{teacher['examples']} corpus queries labelled with its margins (MarginMSE"
+                f"{teacher['examples']} corpus queries labelled with its margins "
+                f"({'in-batch MarginMSE' if teacher.get('in_batch') else 'MarginMSE'}"
                 if "examples" in teacher
                 else f"its ranking of {self.training.get('candidates_per_query')} candidates per query taught "
                 f"to the query encoder alone ({self.training.get('queries')} queries"
@@ -994,6 +997,18 @@ def finetune(
         )
     if config.adapter and config.teacher:
         raise EmbedlabError("--adapter trains on judged pairs only: drop --teacher, or fine-tune the whole model")
+    if config.teacher_in_batch:
+        if mode == "judged" or not config.teacher:
+            raise EmbedlabError(
+                "--teacher-in-batch distils a teacher's margins on corpus queries, and this run has none "
+                "(fix: give --teacher NAME with --train-queries corpus, both or auto, or drop --teacher-in-batch)"
+            )
+        if query_side:
+            raise EmbedlabError(
+                "--teacher-in-batch trains the whole model on margins; --train-side query has no batch of "
+                "documents (fix: drop one of the two)"
+            )
+        refuse_in_batch_cross_encoder(config.teacher)
 
     encoder = load_encoder(config.base)
     base_info = encoder.spec.to_dict()
@@ -1060,7 +1075,7 @@ def finetune(
         else:
             teacher = load_teacher(named, splits.train.corpus, cache=cache, show_progress=show_progress)
         extra["corpus_queries"] = corpus_queries.to_dict()
-        extra["teacher"] = {"name": config.teacher}
+        extra["teacher"] = {"name": config.teacher, "in_batch": config.teacher_in_batch}
         if not query_side:
             triples = label_triples(
                 corpus_queries.pairs,
@@ -1234,7 +1249,11 @@ def finetune(
             pair_set = PairSet(pairs=tuple(pairs), notes=pair_set.notes + data_for_loss.notes)
             parts["judged"] = LossPart(config.loss, data_for_loss)
         if triples is not None:
-            parts["corpus"] = LossPart("margin-mse", margin_loss_data(triples))
+            if config.teacher_in_batch:
+                assert teacher is not None
+                parts["corpus"] = in_batch_part(triples, teacher)
+            else:
+                parts["corpus"] = LossPart("margin-mse", margin_loss_data(triples))
         # Teacher margins alone are a gentler signal than judged pairs: at 1e-4 they pulled MiniLM off CoNaLa's
         # real questions (dev fell, the model was rejected), at 2e-5 they lifted them (66.06 -> 67.54 on test).
         rate = config.teacher_learning_rate if set(parts) == {"corpus"} else config.learning_rate

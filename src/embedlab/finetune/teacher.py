@@ -59,7 +59,7 @@ from embedlab.data.dataset import Document
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.errors import EmbedlabError, ModelError
 from embedlab.files import write_json_atomic
-from embedlab.finetune.losses import LossData
+from embedlab.finetune.losses import LossData, LossPart
 from embedlab.finetune.negatives import score_distribution
 from embedlab.finetune.pairs import TrainPair
 from embedlab.models.encoders import Encoder
@@ -102,9 +102,20 @@ class DenseTeacher:
         self.documents = embed(
             encoder, [d.full_text for d in corpus], role="document", cache=cache, show_progress=show_progress
         )
+        self._remembered: dict[str, NDArray[np.float32]] = {}
+
+    def remember(self, queries: Sequence[str]) -> None:
+        """Encode ``queries`` once and keep their vectors: in-batch distillation scores the same training queries
+        at every step, and even a cache hit hashes every text and reads the shards again."""
+        vectors = embed(self.encoder, list(queries), role="query", cache=self.cache)
+        self._remembered.update(zip(queries, vectors, strict=True))
 
     def score(self, queries: Sequence[str], rows: NDArray[np.int64]) -> NDArray[np.float32]:
-        vectors = embed(self.encoder, list(queries), role="query", cache=self.cache)
+        known = self._remembered
+        if queries and all(q in known for q in queries):
+            vectors = np.stack([known[q] for q in queries])
+        else:
+            vectors = embed(self.encoder, list(queries), role="query", cache=self.cache)
         return np.einsum("ij,ikj->ik", vectors, self.documents[rows]).astype(np.float32)
 
 
@@ -143,6 +154,10 @@ class HybridTeacher:
         self.lexical = lexical
         self.fingerprint = f"hybrid-{dense.fingerprint}-{lexical.fingerprint}"
 
+    def remember(self, queries: Sequence[str]) -> None:
+        """See :meth:`DenseTeacher.remember` (BM25 has nothing to precompute per query)."""
+        self.dense.remember(queries)
+
     def score(self, queries: Sequence[str], rows: NDArray[np.int64]) -> NDArray[np.float32]:
         return (0.5 * (self.dense.score(queries, rows) + self.lexical.score(queries, rows))).astype(np.float32)
 
@@ -156,6 +171,7 @@ class CrossEncoderTeacher:
         from embedlab.models.encoders import content_fingerprint
 
         self.name = folder.name
+        self.source = folder
         self.texts = [d.full_text for d in corpus]
         self.model = CrossEncoder(str(folder), device="cpu")
         self.batch_size = batch_size
@@ -209,10 +225,30 @@ def load_teacher(
     if key.lower() == "hybrid" or key.lower().startswith("hybrid:"):
         model = key.split(":", 1)[1].strip() if ":" in key else DEFAULT_HYBRID_DENSE
         return HybridTeacher(dense(model or DEFAULT_HYBRID_DENSE), BM25Teacher(corpus))
-    path = Path(key).expanduser()
-    if path.is_dir() and is_cross_encoder(path) and not (path / "modules.json").is_file():
-        return CrossEncoderTeacher(path, corpus)
+    if names_cross_encoder(key):
+        return CrossEncoderTeacher(Path(key).expanduser(), corpus)
     return dense(key)
+
+
+def names_cross_encoder(name: str) -> bool:
+    """Whether ``--teacher name`` is a CrossEncoder folder (a sequence classifier without sentence-transformers'
+    ``modules.json``)."""
+    path = Path(name.strip()).expanduser()
+    return path.is_dir() and is_cross_encoder(path) and not (path / "modules.json").is_file()
+
+
+def refuse_in_batch_cross_encoder(name: str) -> None:
+    """An :class:`EmbedlabError` when ``--teacher-in-batch`` is asked of a CrossEncoder teacher.
+
+    In-batch distillation scores every query against every document of a batch at every step: for a dense or
+    lexical teacher that is a dot product or a lookup, for a CrossEncoder a full forward pass per pair (about
+    3,000 per step at batch 32), which would cost more than the training it feeds.
+    """
+    if names_cross_encoder(name):
+        raise EmbedlabError(
+            f"--teacher-in-batch: the teacher '{name}' is a CrossEncoder, which cannot score a whole batch at every "
+            "step cheaply (fix: drop --teacher-in-batch, or give a dense, bm25 or hybrid teacher)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -228,6 +264,7 @@ class MarginExample:
     negatives: tuple[str, ...]
     margins: tuple[float, ...]
     origin: str
+    rows: tuple[int, ...] = ()  # corpus indices of the positive, then of each negative (for in-batch scoring)
 
 
 @dataclass(frozen=True)
@@ -279,6 +316,37 @@ def margin_loss_data(triples: LabelledTriples) -> LossData:
         columns[f"negative_{i + 1}"] = [ex.negatives[i] for ex in examples]
     columns["label"] = [list(ex.margins[:count]) if count > 1 else ex.margins[0] for ex in examples]
     return LossData(columns)
+
+
+def in_batch_part(triples: LabelledTriples, teacher: Teacher) -> LossPart:
+    """The corpus rows trained with ``in-batch-margin-mse`` (``--teacher-in-batch``).
+
+    The texts are :func:`margin_loss_data`'s; the label is each row's index into ``triples.examples``, so that
+    the loss (:class:`~embedlab.finetune.in_batch.InBatchMarginMSELoss`) finds the row's query and the corpus
+    indices of its documents, and asks ``teacher`` for every (query, document of the batch) pair at each step,
+    with the factor ``triples.scale`` that put the stored margins on the student's scale. A dense (or hybrid)
+    teacher encodes the training queries here, once.
+    """
+    if isinstance(teacher, CrossEncoderTeacher):
+        refuse_in_batch_cross_encoder(str(teacher.source))
+    data = margin_loss_data(triples)
+    width = data.texts_per_row - 1  # the positive and the negatives every row has
+    examples = triples.examples
+    if any(len(ex.rows) < width for ex in examples):
+        raise EmbedlabError("in-batch distillation needs each example's corpus rows: label the triples again")
+    rows = np.asarray([ex.rows[:width] for ex in examples], dtype=np.int64)
+    queries = [ex.query for ex in examples]
+    if isinstance(teacher, DenseTeacher | HybridTeacher):
+        teacher.remember(queries)
+    scale = triples.scale
+
+    def make(model: Any) -> Any:
+        from embedlab.finetune.in_batch import InBatchMarginMSELoss
+
+        return InBatchMarginMSELoss(model, teacher=teacher, queries=queries, rows=rows, scale=scale)
+
+    columns = {**data.columns, "label": list(range(data.rows))}
+    return LossPart("in-batch-margin-mse", LossData(columns, data.notes), make=make)
 
 
 def _labels_key(teacher: Teacher, student: Encoder, pairs: Sequence[TrainPair], settings: tuple[Any, ...]) -> str:
@@ -337,6 +405,7 @@ def label_triples(
             negatives=tuple(corpus[int(r)].full_text for r in rows),
             margins=tuple(margins),
             origin=p.origin,
+            rows=(row_of[p.positive_id], *(int(r) for r in rows)),
         )
         for p, rows, margins in zip(usable, labels["rows"], labels["margins"], strict=True)
     )

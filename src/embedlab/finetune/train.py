@@ -325,7 +325,7 @@ def train_model(
     inference_length = model.max_seq_length
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    losses = {name: build_loss(part.loss, model, config) for name, part in parts.items()}
+    losses = {name: build_loss(part.loss, model, config, part.make) for name, part in parts.items()}
     datasets = {name: _dataset(part.data) for name, part in parts.items()}
     batch_size = min(config.batch_size, max(part.data.rows for part in parts.values()))
     largest = max(parts, key=lambda name: parts[name].data.rows)
