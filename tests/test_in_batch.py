@@ -126,7 +126,9 @@ def test_in_batch_loss_is_the_formula_and_one_row_is_margin_mse(corpus: tuple[Do
     assert one == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
-def test_a_dense_teacher_encodes_the_training_queries_once(corpus: tuple[Document, ...]) -> None:
+def test_a_dense_teacher_encodes_the_training_queries_once(
+    corpus: tuple[Document, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from embedlab.finetune.teacher import DenseTeacher, load_teacher
 
     teacher = load_teacher("minilm-l6", corpus[:20], backend=None)
@@ -139,7 +141,7 @@ def test_a_dense_teacher_encodes_the_training_queries_once(corpus: tuple[Documen
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a remembered query was encoded again")
 
-    teacher.encoder.encode = refuse
+    monkeypatch.setattr(teacher.encoder, "encode", refuse)
     np.testing.assert_allclose(teacher.score(queries[::-1], rows[::-1]), expected[::-1], rtol=1e-5, atol=1e-6)
 
 
