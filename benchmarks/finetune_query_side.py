@@ -91,7 +91,7 @@ def main() -> None:
     print(f"CPU: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
 
     train, test = load_beir(args.data, "train"), load_beir(args.data, "test")
-    splits = make_splits(train, test, seed=args.seed)
+    splits = make_splits(train, test, dev_fraction=0.1, seed=args.seed)  # as its README figures were measured
     corpus = list(train.corpus)
     row_of = {d.id: i for i, d in enumerate(corpus)}
     base = load_encoder(args.base, backend="torch")

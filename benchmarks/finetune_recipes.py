@@ -90,7 +90,7 @@ class Bench:
         self.texts = [d.full_text for d in self.corpus]
         self.splits: dict[str, tuple[RetrievalDataset, RetrievalDataset]] = {}
         for name, allow in (("ruled", False), ("all", True)):
-            split = make_splits(train, self.test, allow_test_positives=allow, seed=0)
+            split = make_splits(train, self.test, dev_fraction=0.1, allow_test_positives=allow, seed=0)
             self.splits[name] = (split.train, split.dev)
             dev_docs = {d for q in split.dev.qrels for d, g in split.dev.qrels[q].items() if g > 0}
             mirrored = {

@@ -175,7 +175,7 @@ def make_splits(
     train: RetrievalDataset,
     test: RetrievalDataset,
     *,
-    dev_fraction: float = 0.1,
+    dev_fraction: float = 0.2,
     dev_min: int = 20,
     dev_max: int = 100,
     allow_test_positives: bool = False,
