@@ -14,9 +14,9 @@ tuned to one data set:
 * **a dev split** (20% of the training queries, 20–100 queries) picks the best epoch — the base model's own dev
   score included, so a run that only hurts is reported as such — and decides whether the fine-tuned model is kept
   at all (a significant gain only). At 10%, stdlib-docs' 480 training queries gave 48 dev queries: dev 77.75 →
-  83.87 was not significant (p = 0.10) and the base was kept, though the rejected model scored 82.26 against 74.46
+  83.11 was not significant (p = 0.10) and the base was kept, though the rejected model scored 82.26 against 74.46
   on the test queries; at 20% (96 dev queries, 384 training) the gain was significant (p = 0.0006) and the kept
-  model scored 82.20. Data sets of 500 queries or more reach the 100-query cap either way;
+  model scored 82.20. Data sets of 1,000 training queries or more reach the 100-query cap either way;
 * **bfloat16 mixed precision only when a timed step says it is faster** on this CPU;
 * a **time budget** of 15 minutes of training: when the measured estimate exceeds it, fewer steps are run.
 
