@@ -22,7 +22,8 @@ measured to put the teacher's margins on the student's scale. With one row it is
 negatives. Another row's positive that is relevant to ``q_i`` gets a margin near zero from the teacher, so it is
 not pushed away (unlike MNRL's in-batch negatives).
 
-Whether the extra comparisons buy more dev/test nDCG per minute than plain MarginMSE is **not yet measured**.
+Measured once (CoNaLa cross-source, teacher mpnet-base, 216 steps): 67.33 nDCG@10 against plain MarginMSE's
+67.54 (base 66.06): the extra comparisons did not help there, so it is opt-in.
 
 Example::
 
