@@ -287,3 +287,20 @@ def scifact_slice(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
 def small_beir(scifact_slice: Any) -> Path:
     """A BEIR folder of real SciFact: 24 train and 8 test queries over 80 abstracts."""
     return scifact_slice(24, 8, 80)
+
+
+class TrainingInterrupted(Exception):
+    """Raised by :func:`interrupt_at_save`'s callback: a run killed mid-training."""
+
+
+@pytest.fixture
+def interrupt_at_save() -> tuple[type[Exception], Any]:
+    """(error, callback): the trainer callback raises ``error`` at the first checkpoint saved from step 2 on."""
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= 2:
+                raise TrainingInterrupted
+
+    return TrainingInterrupted, StopAfter()

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from transformers import TrainerCallback
 
 from embedlab.data.dataset import RetrievalDataset
 from embedlab.embedding import EmbeddingCache, embed
@@ -163,7 +162,9 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     assert first.scale > 0
 
 
-def test_training_raises_held_in_similarity_and_resumes(small_beir: Path, tmp_path: Path) -> None:
+def test_training_raises_held_in_similarity_and_resumes(
+    small_beir: Path, tmp_path: Path, interrupt_at_save: tuple[type[Exception], Any]
+) -> None:
     from sentence_transformers import SentenceTransformer
 
     from embedlab.data.loaders import load_beir
@@ -173,17 +174,10 @@ def test_training_raises_held_in_similarity_and_resumes(small_beir: Path, tmp_pa
     data = loss_data("mnrl", [p.example for p in pairs])
     config = FinetuneConfig.create(epochs=2, learning_rate=1e-4, checkpoint_steps=1, **{**TINY, "batch_size": 4})
 
-    class Interrupt(Exception):
-        pass
-
-    class StopAfter(TrainerCallback):
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step >= 2:
-                raise Interrupt
-
     work, model_dir = tmp_path / "work", tmp_path / "model"
-    with pytest.raises(Interrupt):
-        train_model(config, data, dev=None, work_dir=work, model_dir=model_dir, callbacks=[StopAfter()])
+    interrupted, stop = interrupt_at_save
+    with pytest.raises(interrupted):
+        train_model(config, data, dev=None, work_dir=work, model_dir=model_dir, callbacks=[stop])
     assert not model_dir.exists()
     outcome = train_model(config, data, dev=None, work_dir=work, model_dir=model_dir)
     assert outcome.resumed_from == "checkpoint-2"

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from embedlab.data.dataset import Document
 from embedlab.data.loaders import load_beir
@@ -146,7 +145,7 @@ def test_a_dense_teacher_encodes_the_training_queries_once(
 
 
 def test_in_batch_trains_beside_judged_pairs_in_bf16_and_resumes(
-    small_beir: Path, corpus: tuple[Document, ...], tmp_path: Path
+    small_beir: Path, corpus: tuple[Document, ...], tmp_path: Path, interrupt_at_save: tuple[type[Exception], Any]
 ) -> None:
     """Two data sets in one run (judged MNRL pairs, which bring the NO_DUPLICATES sampler, and in-batch corpus rows),
     bf16 autocast where the CPU has it, interrupted after the checkpoint of step 2 and resumed."""
@@ -163,18 +162,11 @@ def test_in_batch_trains_beside_judged_pairs_in_bf16_and_resumes(
         **TINY,
     )  # fmt: skip
 
-    class Interrupt(Exception):
-        pass
-
-    class StopAfter(TrainerCallback):
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step >= 2:
-                raise Interrupt
-
     work, model_dir = tmp_path / "work", tmp_path / "model"
     lines: list[str] = []
-    with pytest.raises(Interrupt):
-        train_model(config, parts, dev=None, work_dir=work, model_dir=model_dir, callbacks=[StopAfter()])
+    interrupted, stop = interrupt_at_save
+    with pytest.raises(interrupted):
+        train_model(config, parts, dev=None, work_dir=work, model_dir=model_dir, callbacks=[stop])
     outcome = train_model(config, parts, dev=None, work_dir=work, model_dir=model_dir, echo=lines.append)
     assert outcome.resumed_from == "checkpoint-2"
     assert outcome.precision == precision
