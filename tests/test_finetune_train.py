@@ -253,3 +253,45 @@ def test_deadline_stops_before_the_budget_with_a_last_checkpoint() -> None:
     state.global_step = state.max_steps
     callback.on_step_end(None, state, control)
     assert stop.step is None and not control.should_training_stop
+
+
+def test_step_estimate_follows_the_padded_length_of_random_batches(shared_data: Path) -> None:
+    """The first batch of nl2bash is no typical batch: random batches catch the long commands it lacks."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedlab.finetune.losses import LossData
+    from embedlab.finetune.train import padded_length_ratio
+
+    model = SentenceTransformer(base_model_path("minilm-l6"))
+    commands = [json.loads(line)["text"] for line in (shared_data / "nl2bash" / "corpus.jsonl").open()][:2000]
+    lengths = [len(ids) for ids in model.tokenizer(commands, truncation=True, max_length=256)["input_ids"]]
+    by_length = [c for _, c in sorted(zip(lengths, commands, strict=True))]
+
+    shortest_first = LossData({"anchor": by_length, "positive": by_length})
+    assert padded_length_ratio(model, shortest_first, batch_size=32) > 2.0  # the first batch holds the shortest
+    longest_first = LossData({"anchor": by_length[::-1], "positive": by_length[::-1]})
+    assert padded_length_ratio(model, longest_first, batch_size=32) < 0.5
+    same = LossData({"anchor": ["find all files"] * 100, "positive": ["find . -type f"] * 100})
+    assert padded_length_ratio(model, same, batch_size=32) == pytest.approx(1.0)
+
+
+def test_deadline_decays_the_learning_rate_with_the_time_left() -> None:
+    import torch
+    from transformers import TrainerControl, TrainerState, get_linear_schedule_with_warmup
+
+    now = [0.0]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=100)
+    callback = deadline_callback(101.0, reserve=1.0, stop=DeadlineStop(), clock=lambda: now[0])
+    callback.on_train_begin(None, TrainerState(max_steps=100), TrainerControl(), lr_scheduler=scheduler)
+
+    def rate_after(step: int, at: float) -> float:
+        now[0] = at
+        optimizer.step()
+        scheduler.step()
+        assert scheduler.last_epoch == step
+        return float(optimizer.param_groups[0]["lr"])
+
+    assert rate_after(1, 0.5) == pytest.approx(0.99)  # on time: the step schedule rules
+    assert rate_after(2, 75.0) == pytest.approx(0.25)  # 10 s a step, not 1: three quarters of the time gone
+    assert rate_after(3, 100.0) == pytest.approx(0.0)  # the deadline (less the reserve): no rate left

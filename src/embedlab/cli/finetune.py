@@ -115,6 +115,9 @@ def finetune(
     pseudo_queries: Annotated[
         str, typer.Option(help="Kinds of corpus queries: title, cloze, keywords (comma-separated).")
     ] = ",".join(_DEFAULTS.pseudo_queries),
+    keywords_per_document: Annotated[
+        int, typer.Option(help="Distinct keyword queries made per document (more kinds of query, not more epochs).")
+    ] = _DEFAULTS.keywords_per_document,
     teacher_negatives: Annotated[int, typer.Option(help="Negatives per corpus query, each with a margin.")] = (
         _DEFAULTS.teacher_negatives
     ),
@@ -210,6 +213,7 @@ def finetune(
         train_queries=train_queries,
         duplicate_judgements=duplicate_judgements,
         pseudo_queries=tuple(split_list(pseudo_queries)),
+        keywords_per_document=keywords_per_document,
         teacher_negatives=teacher_negatives,
         teacher_learning_rate=teacher_learning_rate,
         teacher_in_batch=teacher_in_batch,
