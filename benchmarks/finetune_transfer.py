@@ -85,7 +85,6 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     },
     "teacher-mpnet-inbatch": {"teacher": "mpnet-base", "teacher_in_batch": True},
     "embedlab-dev20": {"dev_fraction": 0.2},
-    "teacher-mpnet-kw3": {"teacher": "mpnet-base", "keywords_per_document": 3},
     "teacher-minilm": {"teacher": "minilm-l6"},
     "query-side-hybrid": {"teacher": "hybrid:mpnet-base", "train_side": "query"},
     "query-side-bm25": {"teacher": "bm25", "train_side": "query"},

@@ -115,9 +115,6 @@ def finetune(
     pseudo_queries: Annotated[
         str, typer.Option(help="Kinds of corpus queries: title, cloze, keywords (comma-separated).")
     ] = ",".join(_DEFAULTS.pseudo_queries),
-    keywords_per_document: Annotated[
-        int, typer.Option(help="Distinct keyword queries made per document (more kinds of query, not more epochs).")
-    ] = _DEFAULTS.keywords_per_document,
     teacher_negatives: Annotated[int, typer.Option(help="Negatives per corpus query, each with a margin.")] = (
         _DEFAULTS.teacher_negatives
     ),
@@ -150,7 +147,12 @@ def finetune(
         bool, typer.Option(help="Let documents relevant to test queries be training positives (leaks!).")
     ] = False,
     precision: Annotated[str, typer.Option(help="auto (measure), fp32 or bf16.")] = "auto",
-    time_budget: Annotated[float, typer.Option(help="Minutes of training at most (0: no limit).")] = 15.0,
+    time_budget: Annotated[
+        float,
+        typer.Option(
+            help="Minutes of training at most (0: no limit); the learning rate decays to zero by the deadline."
+        ),
+    ] = 15.0,
     max_seq_length: Annotated[int | None, typer.Option(help="Tokens per text while training.")] = None,
     k: Annotated[str, typer.Option("--k", help="Cut-offs for every metric.")] = "1,3,10,100",
     seed: Annotated[int, typer.Option(help="Seed for splits, sampling and training.")] = 0,
@@ -213,7 +215,6 @@ def finetune(
         train_queries=train_queries,
         duplicate_judgements=duplicate_judgements,
         pseudo_queries=tuple(split_list(pseudo_queries)),
-        keywords_per_document=keywords_per_document,
         teacher_negatives=teacher_negatives,
         teacher_learning_rate=teacher_learning_rate,
         teacher_in_batch=teacher_in_batch,

@@ -80,7 +80,6 @@ class FinetuneConfig(BaseModel):
     # query, and the budget, not the cap, bounds the training time: nl2bash cross-source (10,624 commands,
     # teacher mpnet-base) gained +2.40 nDCG@10 with 5,000 keyword queries and 206 steps, +3.30 with 10,052 and 308.
     pseudo_max: int = Field(20000, ge=1, description="documents per pseudo-query kind, at most")
-    keywords_per_document: int = Field(1, ge=1, le=10, description="distinct keyword queries per document")
     train_queries: TrainQueries = Field(
         "auto",
         description="judged: the training judgements; corpus: only queries made from the corpus (needs a teacher); "

@@ -200,13 +200,11 @@ def _terms(text: str, stopwords: frozenset[str]) -> list[str]:
     return [t for t in _TERM.findall(_CAMEL.sub(" ", text).lower()) if t not in stopwords]
 
 
-def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0, per_document: int = 1) -> list[TrainPair]:
-    """Keyword queries: 2–5 of a document's words, by tf-idf in the corpus, in text order.
+def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> list[TrainPair]:
+    """A keyword query per document: 2–5 of its words with the highest tf-idf in the corpus, in text order.
 
-    The first query of a document takes its highest-weighted words; with ``per_document`` > 1 each further one
-    draws its words at random in proportion to their weight, so the queries differ as people's do (a document
-    with few words gets fewer distinct queries). Documents with fewer than two distinct non-stop-words are
-    skipped. The number of words is drawn per query (seeded), so queries of several lengths train.
+    Documents with fewer than two distinct non-stop-words are skipped. The number of words is drawn per document
+    (seeded), so queries of several lengths train.
     """
     import math
 
@@ -218,7 +216,6 @@ def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0, per_
     frequency = Counter(t for terms in tokenised for t in set(terms))
     n = len(documents)
     rng = random.Random(seed)
-    further = random.Random(seed + 1)  # its own stream, so the first queries are the same for any per_document
     out = []
     usable = [d for d, terms in zip(documents, tokenised, strict=True) if len(set(terms)) >= 2]
     chosen = {id(d) for d in _sample(usable, limit, seed)}
@@ -227,53 +224,32 @@ def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0, per_
             continue
         counts = Counter(terms)
         weight = {t: c * math.log(1 + n / frequency[t]) for t, c in counts.items()}
-        made: set[tuple[str, ...]] = set()
-        for attempt in range(4 * per_document):
-            if len(made) == per_document:
-                break
-            if attempt == 0:
-                size = min(len(counts), rng.randint(2, 5))
-                top = set(sorted(weight, key=lambda t: (-weight[t], t))[:size])
-            else:
-                size = min(len(counts), further.randint(2, 5))
-                pool = dict(weight)
-                top = set()
-                while len(top) < size:
-                    term = further.choices(list(pool), weights=list(pool.values()))[0]
-                    top.add(term)
-                    del pool[term]
-            query = tuple(dict.fromkeys(t for t in terms if t in top))
-            if query in made:
-                continue
-            made.add(query)
-            out.append(
-                TrainPair(
-                    example=TrainingExample(query=" ".join(query), positive=doc.full_text),
-                    origin="keywords",
-                    positive_id=doc.id,
-                    positive_ids=frozenset({doc.id}),
-                )
+        size = min(len(counts), rng.randint(2, 5))
+        top = set(sorted(weight, key=lambda t: (-weight[t], t))[:size])
+        seen: list[str] = []
+        for term in terms:
+            if term in top and term not in seen:
+                seen.append(term)
+        out.append(
+            TrainPair(
+                example=TrainingExample(query=" ".join(seen), positive=doc.full_text),
+                origin="keywords",
+                positive_id=doc.id,
+                positive_ids=frozenset({doc.id}),
             )
+        )
     return out
 
 
 PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs, "keywords": keyword_pairs}
 
 
-def pseudo_pairs(
-    corpus: Sequence[Document], kinds: Sequence[str], *, per_kind: int, seed: int = 0, keywords_per_document: int = 1
-) -> list[TrainPair]:
+def pseudo_pairs(corpus: Sequence[Document], kinds: Sequence[str], *, per_kind: int, seed: int = 0) -> list[TrainPair]:
     """Pseudo-query pairs of every kind in ``kinds`` (at most ``per_kind`` documents each), in that order."""
     unknown = [k for k in kinds if k not in PSEUDO_QUERY_MAKERS]
     if unknown:
         raise EmbedlabError(f"unknown pseudo-query kind(s) {unknown}: use {', '.join(PSEUDO_QUERY_MAKERS)}")
-    out: list[TrainPair] = []
-    for kind in kinds:
-        if kind == "keywords":
-            out += keyword_pairs(corpus, limit=per_kind, seed=seed, per_document=keywords_per_document)
-        else:
-            out += PSEUDO_QUERY_MAKERS[kind](corpus, limit=per_kind, seed=seed)
-    return out
+    return [pair for kind in kinds for pair in PSEUDO_QUERY_MAKERS[kind](corpus, limit=per_kind, seed=seed)]
 
 
 LLM_PROMPT = (

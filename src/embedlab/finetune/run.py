@@ -702,13 +702,7 @@ def _corpus_queries(
     eval_set: RetrievalDataset | None,
 ) -> _CorpusQueries:
     """Pseudo-queries over the whole corpus (or ``given`` ones), minus what the split rules forbid."""
-    pairs = list(given) or pseudo_pairs(
-        corpus,
-        config.pseudo_queries,
-        per_kind=config.pseudo_max,
-        seed=config.seed,
-        keywords_per_document=config.keywords_per_document,
-    )
+    pairs = list(given) or pseudo_pairs(corpus, config.pseudo_queries, per_kind=config.pseudo_max, seed=config.seed)
     if config.llm_url and not given:
         pairs += llm_pairs(corpus, url=config.llm_url, model=config.llm_model, limit=config.llm_max, seed=config.seed)
     made = dict(Counter(p.origin for p in pairs))
@@ -741,11 +735,7 @@ def _corpus_dev(
 ) -> tuple[Splits, list[TrainPair], str]:
     """A dev split of held-out corpus queries (their documents then never train), for runs with no judged dev."""
     pairs = list(given) or pseudo_pairs(
-        splits.train.corpus,
-        config.pseudo_queries,
-        per_kind=config.pseudo_max,
-        seed=config.seed,
-        keywords_per_document=config.keywords_per_document,
+        splits.train.corpus, config.pseudo_queries, per_kind=config.pseudo_max, seed=config.seed
     )
     held = {near_duplicate_key(q.text) for q in (*splits.test.queries, *(eval_set.queries if eval_set else ()))}
     candidates = [p for p in pairs if near_duplicate_key(p.example.query) not in held]
