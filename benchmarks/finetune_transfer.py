@@ -75,6 +75,7 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-mpnet-e6": {"teacher": "mpnet-base", "epochs": 6.0},
     "teacher-mpnet-max5000": {"teacher": "mpnet-base", "pseudo_max": 5000},  # the cap before 2026-12-03
     "teacher-mpnet-all": {"teacher": "mpnet-base", "pseudo_max": 20000},
+    "teacher-mpnet-lr4e-5": {"teacher": "mpnet-base", "teacher_learning_rate": 4e-5},
     "teacher-auto": {"teacher": "auto"},
     "teacher-auto-fast": {"teacher": "auto", "teacher_negatives": 1, "max_seq_length": 128},
     "teacher-auto-fast-inbatch": {
