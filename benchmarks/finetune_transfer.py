@@ -68,6 +68,7 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "lr2e-5": {"learning_rate": 2e-5},
     "no-hn": {"hard_negatives": 0},
     "epochs1": {"epochs": 1.0},
+    "random-batches": {"batch_order": "random"},  # the batch order before 2026-12-03 (session 23)
     "teacher-bm25": {"teacher": "bm25"},
     "teacher-hybrid": {"teacher": "hybrid:mpnet-base"},
     "teacher-mpnet": {"teacher": "mpnet-base"},
@@ -76,6 +77,7 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-mpnet-max5000": {"teacher": "mpnet-base", "pseudo_max": 5000},  # the cap before 2026-12-03
     "teacher-mpnet-all": {"teacher": "mpnet-base", "pseudo_max": 20000},
     "teacher-mpnet-lr4e-5": {"teacher": "mpnet-base", "teacher_learning_rate": 4e-5},
+    "teacher-mpnet-random-batches": {"teacher": "mpnet-base", "batch_order": "random"},
     "teacher-auto": {"teacher": "auto"},
     "teacher-auto-fast": {"teacher": "auto", "teacher_negatives": 1, "max_seq_length": 128},
     "teacher-auto-fast-inbatch": {

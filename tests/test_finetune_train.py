@@ -255,24 +255,35 @@ def test_deadline_stops_before_the_budget_with_a_last_checkpoint() -> None:
     assert stop.step is None and not control.should_training_stop
 
 
-def test_step_estimate_follows_the_padded_length_of_random_batches(shared_data: Path) -> None:
-    """The first batch of nl2bash is no typical batch: random batches catch the long commands it lacks."""
+def test_step_estimate_times_batches_of_the_run_and_leaves_the_model_unchanged(shared_data: Path) -> None:
+    """nl2bash commands sorted short to long: the first batch is no typical batch, the run's own batches are."""
+    import torch
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     from embedlab.finetune.losses import LossData
-    from embedlab.finetune.train import padded_length_ratio
+    from embedlab.finetune.train import measure_step_seconds, training_batches
 
     model = SentenceTransformer(base_model_path("minilm-l6"))
     commands = [json.loads(line)["text"] for line in (shared_data / "nl2bash" / "corpus.jsonl").open()][:2000]
     lengths = [len(ids) for ids in model.tokenizer(commands, truncation=True, max_length=256)["input_ids"]]
     by_length = [c for _, c in sorted(zip(lengths, commands, strict=True))]
+    data = LossData({"anchor": by_length, "positive": by_length})
 
-    shortest_first = LossData({"anchor": by_length, "positive": by_length})
-    assert padded_length_ratio(model, shortest_first, batch_size=32) > 2.0  # the first batch holds the shortest
-    longest_first = LossData({"anchor": by_length[::-1], "positive": by_length[::-1]})
-    assert padded_length_ratio(model, longest_first, batch_size=32) < 0.5
-    same = LossData({"anchor": ["find all files"] * 100, "positive": ["find . -type f"] * 100})
-    assert padded_length_ratio(model, same, batch_size=32) == pytest.approx(1.0)
+    grouped, grouped_tokens = training_batches(model, data, batch_size=32, order="length", seed=0)
+    shuffled, random_tokens = training_batches(model, data, batch_size=32, order="random", seed=0)
+    for batches in (grouped, shuffled):
+        assert sorted(i for batch in batches for i in batch) == list(range(2000))
+    assert grouped_tokens.mean() < 0.8 * random_tokens.mean()
+    assert grouped_tokens.mean() > 2 * min(grouped_tokens)  # far above the shortest batch the first rows would give
+
+    before = [p.detach().clone() for p in model.parameters()]
+    estimate = measure_step_seconds(
+        model, MultipleNegativesRankingLoss(model), data, batch_size=32, precisions=["fp32"], order="length"
+    )
+    assert set(estimate) == {"fp32"} and 0 < estimate["fp32"] < 60
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_deadline_decays_the_learning_rate_with_the_time_left() -> None:

@@ -147,6 +147,10 @@ def finetune(
         bool, typer.Option(help="Let documents relevant to test queries be training positives (leaks!).")
     ] = False,
     precision: Annotated[str, typer.Option(help="auto (measure), fp32 or bf16.")] = "auto",
+    batch_order: Annotated[
+        str,
+        typer.Option(help="length: batches of texts of similar length (less padding, faster steps); random."),
+    ] = "length",
     time_budget: Annotated[
         float,
         typer.Option(
@@ -207,6 +211,7 @@ def finetune(
         llm_url=llm_url,
         allow_test_positives=allow_test_positives,
         precision=precision,
+        batch_order=batch_order,
         time_budget_minutes=time_budget or None,
         max_seq_length=max_seq_length,
         k_values=tuple(parse_k_values(k)),

@@ -116,6 +116,11 @@ class FinetuneConfig(BaseModel):
 
     # Machine
     precision: Precision = "auto"
+    batch_order: Literal["length", "random"] = Field(
+        "length",
+        description="length: batches of rows of similar length, in random order (less padding, faster steps; "
+        "embedlab.finetune.batches); random: rows shuffled",
+    )
     time_budget_minutes: float | None = Field(15.0, gt=0)
     threads: int | None = Field(None, ge=1)
     checkpoint_steps: int | None = Field(None, ge=1, description="None: one checkpoint per epoch")

@@ -3,12 +3,12 @@
 :func:`train_model` does, in order:
 
 1. loads the base model (a catalog name, a local folder or a hub id) and the loss from
-   :mod:`embedlab.finetune.losses`; in-batch-negative losses get the ``NO_DUPLICATES`` batch sampler;
-2. **measures** one training step in float32 and in bfloat16 mixed precision on a real batch (forward and
-   backward, no optimiser step, so the model is unchanged) and trains in bfloat16 only if it was faster here —
-   CPUs differ (AVX-512 BF16 helps, no AMX does not), so it is detected, not assumed; the step time is scaled
-   to the mean padded length of random batches (:func:`padded_length_ratio`), as one batch's longest text
-   sets its cost;
+   :mod:`embedlab.finetune.losses`; batches hold rows of similar length (:mod:`embedlab.finetune.batches`),
+   with no text twice in a batch for in-batch-negative losses;
+2. **measures** a training step in float32 and in bfloat16 mixed precision on real batches of the run, short to
+   long (forward and backward, no optimiser step, so the model is unchanged; :func:`measure_step_seconds`), and
+   trains in bfloat16 only if it was faster here — CPUs differ (AVX-512 BF16
+   helps, no AMX does not), so it is detected, not assumed;
 3. scores the base model on the dev split (which also times one evaluation), **prints the estimated time**, and
    when it exceeds the time budget, runs fewer steps (and says so);
 4. trains with checkpoints in ``<work>/checkpoints`` (evaluated on the dev split at each one); an interrupted
@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -42,6 +43,7 @@ from embedlab.finetune.config import FinetuneConfig
 from embedlab.finetune.losses import LossData, LossPart, build_loss, get_loss
 
 if TYPE_CHECKING:
+    import numpy as np
     from sentence_transformers import SentenceTransformer
     from transformers import TrainerCallback
 
@@ -229,28 +231,72 @@ def _evaluator(dev: DevSet, batch_size: int) -> Any:
     )
 
 
-def measure_step_seconds(
-    model: SentenceTransformer, loss: Any, data: LossData, *, batch_size: int, precisions: Sequence[str]
-) -> dict[str, float]:
-    """Seconds of one forward and backward pass on the first batch, for each precision (best of two).
+def training_batches(
+    model: SentenceTransformer, data: LossData, *, batch_size: int, order: str, seed: int
+) -> tuple[list[list[int]], np.ndarray]:
+    """The first epoch's batches as training will draw them (grouped by length, or shuffled), and the padded
+    tokens of each: every text column padded to its longest text in the batch, summed."""
+    import numpy as np
+    import torch
 
-    With a single precision there is nothing to compare: one step, warm-up included, gives the estimate.
+    from embedlab.finetune.batches import LengthGroupedBatchSampler
+
+    sampler = LengthGroupedBatchSampler(
+        _dataset(data),
+        batch_size,
+        False,
+        generator=torch.Generator(),
+        seed=seed,
+        tokenizer=model.tokenizer,
+        max_length=model.max_seq_length,
+        unique=False,
+    )
+    if order == "length":
+        batches = sampler.batches()
+    else:
+        shuffled = np.random.default_rng(seed).permutation(data.rows).tolist()
+        batches = [shuffled[i : i + batch_size] for i in range(0, data.rows, batch_size)]
+    tokens = np.array([sampler.lengths[batch].max(axis=0).sum() for batch in batches], dtype=float)
+    return batches, tokens
+
+
+def measure_step_seconds(
+    model: SentenceTransformer,
+    loss: Any,
+    data: LossData,
+    *,
+    batch_size: int,
+    precisions: Sequence[str],
+    order: str = "length",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean seconds of a training step (forward and backward) over the first epoch's batches, for each precision.
+
+    A step's cost follows the padded length of its batch, and lengths are heavy-tailed (nl2bash: median 20 tokens,
+    a few at the 256 limit), so no single batch is typical: the batches at the 10th, 50th and 90th percentile of
+    padded tokens are timed, a line through (tokens, seconds) is fitted — its intercept holds what does not grow
+    with length — and read at the mean padded tokens of all batches. Timing only the first batch said 1.3 s a step
+    where a run's steps took 2.2 s; scaling it by padded tokens alone said 0.87 s where length-grouped steps took
+    0.55 s.
 
     No optimiser step is taken and gradients are cleared, so the model is left as it was.
     """
+    import numpy as np
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     dataset = _dataset(data)
-    rows = [dataset[i] for i in range(min(batch_size, len(dataset)))]
+    batches, tokens = training_batches(model, data, batch_size=batch_size, order=order, seed=seed)
+    ranked = np.argsort(tokens, kind="stable")
+    picked = sorted({int(ranked[round(q * (len(ranked) - 1))]) for q in (0.1, 0.5, 0.9)})
     with _temporary_dir() as tmp:
         args = SentenceTransformerTrainingArguments(output_dir=tmp, use_cpu=True, report_to="none")
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         collate = trainer.data_collator
         model.train()
 
-        def step(bf16: bool) -> float:
-            batch = collate(rows)
+        def step(rows: Sequence[int], bf16: bool) -> float:
+            batch = collate([dataset[i] for i in rows])
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 value = trainer.compute_loss(model, batch)
@@ -260,61 +306,15 @@ def measure_step_seconds(
             model.zero_grad(set_to_none=True)
             return seconds
 
-        timings: dict[str, list[float]] = {p: [] for p in precisions}
-        if len(precisions) > 1:  # nothing to choose with one precision: one step gives the estimate
-            step(False)  # warm-up: first-call allocations and lazy initialisation
-        for _ in range(2 if len(precisions) > 1 else 1):
-            for precision in precisions:
-                timings[precision].append(step(precision == "bf16"))
+        step(batches[picked[0]], False)  # warm-up: first-call allocations and lazy initialisation
+        estimates: dict[str, float] = {}
+        for precision in precisions:
+            seconds = np.array([step(batches[i], precision == "bf16") for i in picked])
+            slope, intercept = np.polyfit(tokens[picked], seconds, 1) if len(picked) > 1 else (0.0, seconds[0])
+            # a negative slope is timing noise between batches of nearly one length: their mean is the estimate
+            estimates[precision] = float(intercept + slope * tokens.mean()) if slope > 0 else float(seconds.mean())
         model.zero_grad(set_to_none=True)
-    return {p: min(t) for p, t in timings.items()}
-
-
-def padded_length_ratio(
-    model: SentenceTransformer,
-    data: LossData,
-    *,
-    batch_size: int,
-    seed: int = 0,
-    sample: int = 2000,
-    batches: int = 500,
-) -> float:
-    """How many times more padded tokens an average training batch holds than the first batch, which
-    :func:`measure_step_seconds` times.
-
-    Each text column is padded to its longest text in the batch, so the cost of a step follows the longest text
-    drawn, and lengths are heavy-tailed (nl2bash: median 23 tokens, a few at the 256 limit): a step timed on the
-    first batch said 1.3 s where the run's steps took 2.2 s. The lengths of up to ``sample`` rows are tokenised
-    and ``batches`` random batches drawn from them (seeded); a step's time is taken as proportional to its
-    padded tokens, which holds while the feed-forward layers dominate (sequences up to a few hundred tokens).
-    """
-    import numpy as np
-
-    texts = [column for column in data.columns.values() if column and isinstance(column[0], str)]
-    if not texts or data.rows == 0:
-        return 1.0
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(data.rows, size=min(sample, data.rows), replace=False)
-    first = range(min(batch_size, data.rows))
-
-    def lengths(rows: Any) -> np.ndarray:
-        return np.array(
-            [
-                [
-                    len(ids)
-                    for ids in model.tokenizer(
-                        [column[i] for i in rows], truncation=True, max_length=model.max_seq_length
-                    )["input_ids"]
-                ]
-                for column in texts
-            ]
-        )  # shape (columns, rows)
-
-    first_tokens = float(lengths(first).max(axis=1).sum())
-    sampled = lengths(picked)
-    draws = rng.integers(0, sampled.shape[1], size=(batches, min(batch_size, data.rows)))
-    mean_tokens = float(sampled[:, draws].max(axis=2).sum(axis=0).mean())
-    return mean_tokens / first_tokens
+    return estimates
 
 
 class _temporary_dir:
@@ -378,6 +378,7 @@ def train_model(
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import TrainerCallback
 
+    from embedlab.finetune.batches import LengthGroupedBatchSampler
     from embedlab.models.encoders import cpu_threads
 
     torch.set_num_threads(config.threads or cpu_threads())
@@ -416,33 +417,28 @@ def train_model(
         )
         if "bf16" in candidates and not bf16_supported():
             candidates = ["fp32"]
-        step_seconds = measure_step_seconds(
-            model, losses[largest], parts[largest].data, batch_size=batch_size, precisions=candidates
-        )
+
+        def measure(name: str, precisions: Sequence[str]) -> dict[str, float]:
+            return measure_step_seconds(
+                model,
+                losses[name],
+                parts[name].data,
+                batch_size=batch_size,
+                precisions=precisions,
+                order=config.batch_order,
+                seed=config.seed,
+            )
+
+        step_seconds = measure(largest, candidates)
         precision = min(step_seconds, key=lambda p: step_seconds[p])
-        first_batch = dict(step_seconds)
-        ratio = {
-            name: padded_length_ratio(model, part.data, batch_size=batch_size, seed=config.seed)
-            for name, part in parts.items()
-        }
-        step_seconds = {p: s * ratio[largest] for p, s in step_seconds.items()}
+        timing = ", ".join(f"{p} {s:.2f} s" for p, s in step_seconds.items())
+        echo(f"a training step of {batch_size}, timed on batches of this run: {timing} -> training in {precision}")
         if len(parts) > 1:
             # Each step trains one part: the step time is the row-weighted mean of the parts' (in that precision).
             seconds = {largest: step_seconds[precision]}
-            for name, part in parts.items():
-                if name != largest:
-                    seconds[name] = (
-                        ratio[name]
-                        * measure_step_seconds(
-                            model, losses[name], part.data, batch_size=batch_size, precisions=[precision]
-                        )[precision]
-                    )
+            seconds.update({name: measure(name, [precision])[precision] for name in parts if name != largest})
             step_seconds[precision] = sum(seconds[n] * parts[n].data.rows for n in parts) / rows
-        timing = ", ".join(f"{p} {s:.2f} s" for p, s in first_batch.items())
-        echo(f"one training step of {batch_size} on the first batch: {timing} -> training in {precision}")
-    echo(
-        f"a training step of {batch_size} at the mean padded length of random batches: {step_seconds[precision]:.2f} s"
-    )
+            echo(f"a training step over all parts, weighted by their rows: {step_seconds[precision]:.2f} s")
 
     # 2. Base model on dev (also the cost of one evaluation).
     evaluator = _evaluator(dev, batch_size=64) if dev else None
@@ -490,6 +486,16 @@ def train_model(
     )
 
     # 4. Train with checkpoints.
+    unique = any(spec.in_batch_negatives for spec in specs.values())
+    batch_sampler: Any = (
+        functools.partial(
+            LengthGroupedBatchSampler, tokenizer=model.tokenizer, max_length=model.max_seq_length, unique=unique
+        )
+        if config.batch_order == "length"
+        else BatchSamplers.NO_DUPLICATES
+        if unique
+        else BatchSamplers.BATCH_SAMPLER
+    )
     interval = config.checkpoint_steps or max(1, math.ceil(max_steps / n_evals))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
@@ -500,11 +506,7 @@ def train_model(
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         bf16=precision == "bf16",
-        batch_sampler=(
-            BatchSamplers.NO_DUPLICATES
-            if any(spec.in_batch_negatives for spec in specs.values())
-            else BatchSamplers.BATCH_SAMPLER
-        ),
+        batch_sampler=batch_sampler,
         eval_strategy="steps" if evaluator else "no",
         eval_steps=interval,
         save_strategy="steps",
