@@ -41,19 +41,12 @@ def token_lengths(tokenizer: Any, texts: Sequence[str], max_length: int | None) 
     return np.array([counts[text] for text in texts], dtype=np.int64)
 
 
-def length_grouped_order(lengths: np.ndarray, batch_size: int, generator: Any = None) -> list[int]:
-    """Row indices whose consecutive ``batch_size`` slices hold rows of similar length.
+def batch_tokens(lengths: np.ndarray, batches: Sequence[Sequence[int]]) -> np.ndarray:
+    """Padded tokens of each batch: every text column padded to its longest text in the batch, summed.
 
-    ``lengths`` is (rows, text columns); a row's length is the sum of its columns', which is what its padding costs.
+    ``lengths`` is (rows, text columns), as :func:`token_lengths` gives each column.
     """
-    from transformers.trainer_pt_utils import get_length_grouped_indices
-
-    return [int(i) for i in get_length_grouped_indices(lengths.sum(axis=1).tolist(), batch_size, generator=generator)]
-
-
-def padded_tokens(lengths: np.ndarray, batches: Sequence[Sequence[int]]) -> float:
-    """Mean padded tokens of ``batches``: each column padded to its longest text in the batch, summed."""
-    return float(np.mean([lengths[list(batch)].max(axis=0).sum() for batch in batches]))
+    return np.array([lengths[list(batch)].max(axis=0).sum() for batch in batches], dtype=float)
 
 
 class LengthGroupedBatchSampler(DefaultBatchSampler):
@@ -94,10 +87,15 @@ class LengthGroupedBatchSampler(DefaultBatchSampler):
     def batches(self) -> list[list[int]]:
         """This epoch's batches (seeded by ``seed`` and the epoch, so a resumed run replays them)."""
         import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
 
         generator = self.generator if self.generator is not None else torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
-        order = length_grouped_order(self.lengths, self.batch_size, generator)
+        # a row's length is the sum of its columns': that is what its padding costs
+        order = [
+            int(i)
+            for i in get_length_grouped_indices(self.lengths.sum(axis=1).tolist(), self.batch_size, generator=generator)
+        ]
         if self.row_texts is None:
             batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         else:

@@ -239,7 +239,7 @@ def training_batches(
     import numpy as np
     import torch
 
-    from embedlab.finetune.batches import LengthGroupedBatchSampler
+    from embedlab.finetune.batches import LengthGroupedBatchSampler, batch_tokens
 
     sampler = LengthGroupedBatchSampler(
         _dataset(data),
@@ -256,8 +256,7 @@ def training_batches(
     else:
         shuffled = np.random.default_rng(seed).permutation(data.rows).tolist()
         batches = [shuffled[i : i + batch_size] for i in range(0, data.rows, batch_size)]
-    tokens = np.array([sampler.lengths[batch].max(axis=0).sum() for batch in batches], dtype=float)
-    return batches, tokens
+    return batches, batch_tokens(sampler.lengths, batches)
 
 
 def measure_step_seconds(
