@@ -7,8 +7,8 @@
    with no text twice in a batch for in-batch-negative losses;
 2. **measures** a training step in float32 and in bfloat16 mixed precision on real batches of the run, short to
    long (forward and backward, no optimiser step, so the model is unchanged; :func:`measure_step_seconds`), and
-   trains in bfloat16 only if it was faster here — CPUs differ (AVX-512 BF16
-   helps, no AMX does not), so it is detected, not assumed;
+   trains in bfloat16 only if it was faster here — CPUs differ (AVX-512 BF16 helps, no AMX does not), so it is
+   detected, not assumed;
 3. scores the base model on the dev split (which also times one evaluation), **prints the estimated time**, and
    when it exceeds the time budget, runs fewer steps (and says so);
 4. trains with checkpoints in ``<work>/checkpoints`` (evaluated on the dev split at each one); an interrupted
@@ -275,8 +275,10 @@ def measure_step_seconds(
     a few at the 256 limit), so no single batch is typical: the batches at the 10th, 50th and 90th percentile of
     padded tokens are timed, a line through (tokens, seconds) is fitted — its intercept holds what does not grow
     with length — and read at the mean padded tokens of all batches. Timing only the first batch said 1.3 s a step
-    where a run's steps took 2.2 s; scaling it by padded tokens alone said 0.87 s where length-grouped steps took
-    0.55 s.
+    where a run's steps took 2.2 s. This estimate said 2.52 s for shuffled nl2bash batches that took 2.4 s, but
+    0.86 s for length-grouped ones that took 1.2–1.5 s (AMD EPYC, 2 cores): the optimiser, evaluations, saves and
+    the longest tenth of batches are not timed. A short estimate only plans more steps than fit; the deadline
+    (:func:`deadline_callback`) ends the run on time.
 
     No optimiser step is taken and gradients are cleared, so the model is left as it was.
     """
