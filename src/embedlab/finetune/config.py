@@ -19,7 +19,7 @@ tuned to one data set:
   model scored 82.20. Data sets of 1,000 training queries or more reach the 100-query cap either way;
 * **bfloat16 mixed precision only when a timed step says it is faster** on this CPU;
 * **batches grouped by length** (in random order): less padding, so more steps in the budget — nl2bash same-source
-  736 steps instead of 414 in 15 minutes (74.95 vs 74.20 nDCG@10), cross-source 616 instead of 341 (+3.84 vs
+  714 steps instead of 414 in 15 minutes (74.93 vs 74.20 nDCG@10), cross-source 616 instead of 341 (+3.84 vs
   +3.08), on a 2-core AMD EPYC;
 * a **time budget** of 15 minutes of training: when the measured estimate exceeds it, fewer steps are run.
 
