@@ -239,8 +239,8 @@ def write_beir() -> Any:
     return _write_beir
 
 
-def _scifact_slice(source: Path, out: Path, *, train_queries: int, test_queries: int, documents: int) -> Path:
-    """Real SciFact cut down: the first train and test queries, their relevant abstracts, then others."""
+def _beir_slice(source: Path, out: Path, *, train_queries: int, test_queries: int, documents: int) -> Path:
+    """A real BEIR folder cut down: the first train and test queries, their relevant documents, then others."""
 
     def qrels(split: str) -> dict[str, dict[str, str]]:
         table: dict[str, dict[str, str]] = {}
@@ -274,7 +274,7 @@ def scifact_slice(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
         shape = (train_queries, test_queries, documents)
         if shape not in made:
             out = tmp_path_factory.mktemp("scifact-slice") / "scifact"
-            made[shape] = _scifact_slice(
+            made[shape] = _beir_slice(
                 shared_data / "scifact", out, train_queries=train_queries, test_queries=test_queries,
                 documents=documents,
             )  # fmt: skip
@@ -287,6 +287,13 @@ def scifact_slice(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
 def small_beir(scifact_slice: Any) -> Path:
     """A BEIR folder of real SciFact: 24 train and 8 test queries over 80 abstracts."""
     return scifact_slice(24, 8, 80)
+
+
+@pytest.fixture(scope="session")
+def small_conala(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A BEIR folder of real CoNaLa (how-to intents -> one-line Python): 40 train and 12 test queries, 160 snippets."""
+    out = tmp_path_factory.mktemp("conala-slice") / "conala"
+    return _beir_slice(shared_data / "conala", out, train_queries=40, test_queries=12, documents=160)
 
 
 class TrainingInterrupted(Exception):

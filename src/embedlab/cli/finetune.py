@@ -113,7 +113,11 @@ def finetune(
         ),
     ] = _DEFAULTS.train_queries,
     pseudo_queries: Annotated[
-        str, typer.Option(help="Kinds of corpus queries: title, cloze, keywords (comma-separated).")
+        str,
+        typer.Option(
+            help="Kinds of corpus queries: title, cloze, keywords, api-docs (Python code: what its calls' "
+            "docstrings say it does), comma-separated."
+        ),
     ] = ",".join(_DEFAULTS.pseudo_queries),
     teacher_negatives: Annotated[int, typer.Option(help="Negatives per corpus query, each with a margin.")] = (
         _DEFAULTS.teacher_negatives

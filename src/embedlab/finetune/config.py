@@ -43,7 +43,7 @@ from embedlab.errors import EmbedlabError
 
 Miner = Literal["model", "bm25"]
 Precision = Literal["auto", "fp32", "bf16"]
-PseudoQueryKind = Literal["title", "cloze", "keywords"]
+PseudoQueryKind = Literal["title", "cloze", "keywords", "api-docs"]
 TrainQueries = Literal["auto", "judged", "corpus", "both"]
 
 

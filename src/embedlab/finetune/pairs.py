@@ -11,7 +11,8 @@ negative mining never picks a known positive:
   :func:`title_pairs` (a document's title is the query, its body the positive), :func:`cloze_pairs` (inverse
   cloze: one sentence is the query, the rest of its passage the positive) and :func:`keyword_pairs` (a
   document's most distinctive words, by tf-idf over the corpus, as a keyword query — what people type into a
-  search box, and the only kind that works for one-line documents such as shell commands or code);
+  search box, and the only kind that works for one-line documents such as shell commands or code) and
+  :func:`api_doc_pairs` (for Python code: what the snippet's calls do, in their docstrings' words);
 * optionally :func:`llm_pairs`: an OpenAI-compatible chat endpoint, given by URL, writes one question per
   document (off unless a URL is given; sent through httpx).
 
@@ -241,7 +242,30 @@ def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> l
     return out
 
 
-PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs, "keywords": keyword_pairs}
+def api_doc_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> list[TrainPair]:
+    """For Python code: a question written from the docstrings of what a snippet calls, and its literal names.
+
+    ``bytes.fromhex('4a4b4c').decode('utf-8')`` -> "decode the bytes using the codec registered for encoding;
+    create a bytes object from a string of hexadecimal numbers 'utf-8' '4a4b4c'" (:mod:`embedlab.finetune.api_docs`).
+    Documents that are not Python, or call nothing documented, get none.
+    """
+    from embedlab.finetune.api_docs import describe_snippet
+
+    described = [(d, describe_snippet(d.text)) for d in corpus]
+    usable = {id(d): query for d, query in described if query}
+    chosen = _sample([d for d, _ in described if id(d) in usable], limit, seed)
+    return [
+        TrainPair(
+            example=TrainingExample(query=usable[id(d)], positive=d.full_text),
+            origin="api-docs",
+            positive_id=d.id,
+            positive_ids=frozenset({d.id}),
+        )
+        for d in chosen
+    ]
+
+
+PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs, "keywords": keyword_pairs, "api-docs": api_doc_pairs}
 
 
 def pseudo_pairs(corpus: Sequence[Document], kinds: Sequence[str], *, per_kind: int, seed: int = 0) -> list[TrainPair]:
