@@ -77,14 +77,9 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "teacher-mpnet-max5000": {"teacher": "mpnet-base", "pseudo_max": 5000},  # the cap before 2026-12-03
     "teacher-mpnet-all": {"teacher": "mpnet-base", "pseudo_max": 20000},
     "teacher-mpnet-lr4e-5": {"teacher": "mpnet-base", "teacher_learning_rate": 4e-5},
-    # docstring questions for Python code beside the default kinds (2026-12-04, session 25)
-    "teacher-mpnet-api-docs": {"teacher": "mpnet-base", "pseudo_queries": ("title", "cloze", "keywords", "api-docs")},
+    # the corpus-query kinds before docstring questions for Python code joined them (2026-12-04, session 25)
+    "teacher-mpnet-no-api-docs": {"teacher": "mpnet-base", "pseudo_queries": ("title", "cloze", "keywords")},
     "teacher-mpnet-api-docs-only": {"teacher": "mpnet-base", "pseudo_queries": ("api-docs",)},
-    "teacher-mpnet-api-docs-lr4e-5": {
-        "teacher": "mpnet-base",
-        "pseudo_queries": ("title", "cloze", "keywords", "api-docs"),
-        "teacher_learning_rate": 4e-5,
-    },
     "teacher-mpnet-random-batches": {"teacher": "mpnet-base", "batch_order": "random"},
     "teacher-auto": {"teacher": "auto"},
     "teacher-auto-fast": {"teacher": "auto", "teacher_negatives": 1, "max_seq_length": 128},

@@ -20,14 +20,21 @@ def test_calls_are_described_by_their_documentation_and_the_snippets_names_are_q
     same = describe_snippet("all(x == myList[0] for x in myList)")
     assert same is not None and same.startswith("return True if") and "`myList`" in same
     # ... or on the classes of the modules the snippet names
-    dated = describe_snippet("datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')")
-    assert dated is not None and "strftime() style string" in dated and "current time" in dated
+    # names a snippet binds for itself (comprehension targets, lambda arguments, results) are not quoted
+    joined = describe_snippet("r = int(''.join(map(lambda t: t[0], rows)))")
+    assert joined is not None and joined.endswith("`rows`") and "`r`" not in joined and "`t`" not in joined
+    # `df` is a pandas DataFrame by convention
+    framed = describe_snippet("df.div(df.sum(axis=1), axis=0)")
+    assert framed is not None and "division of dataframe" in framed and "`df`" in framed
+    dated = describe_snippet("day = datetime.date.today(); day.weekday()")
+    assert dated is not None and "day of the week" in dated and "`day`" in dated
 
 
 def test_signature_lines_of_builtins_are_not_taken_for_descriptions() -> None:
     assert summary(dict) == "new empty dictionary"
     assert (summary(dict.update) or "").startswith("update D from")
     assert (summary(str.format) or "").startswith("return a formatted version")
+    assert summary(zip) == "yield tuples until an input is exhausted"  # not its doctest
     assert summary(str.swapcase) == "convert uppercase characters to lowercase and lowercase characters to uppercase"
 
 

@@ -150,7 +150,8 @@ DATASET_NAME = "python-stdlib-docs"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bvs)[.!?](?=\s|$)")
 _SIGNATURE_LINE = re.compile(r"^[\w.]+\(.*\)\s*(-{1,2}>.*)?$")
-_CODE_LIKE = re.compile(r"->|\s--\s|\s=\s|\||^[\w.\[\]]+\(")
+# a summary that reads as code, not prose ("[sep] -> string")
+CODE_LIKE = re.compile(r"->|\s--\s|\s=\s|\||^[\w.\[\]]+\(")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -277,7 +278,7 @@ def _entry(module_name: str, qualname: str, obj: Any, kind: str) -> _Entry | Non
     if not doc:
         return None
     summary, rest = split_summary(doc)
-    if not summary or _CODE_LIKE.search(summary) or len(rest) < MIN_DOC_CHARS:
+    if not summary or CODE_LIKE.search(summary) or len(rest) < MIN_DOC_CHARS:
         return None  # no summary, a summary that is code rather than prose, or too little left to retrieve
     if _normalise(summary) in _normalise(rest):
         return None  # the document would contain its own query

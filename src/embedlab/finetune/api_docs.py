@@ -12,8 +12,8 @@ own documentation, so it works offline for any Python corpus and makes nothing f
 
 Resolution is by name, without running the code: ``os.path.join`` imports ``os`` and walks its attributes; a
 method of an unknown receiver (``x.split``) is looked up on the builtin types, then on the classes of the modules
-the snippet names (``….strftime`` on ``datetime``'s classes). Only standard-library modules and the few
-third-party ones in :data:`THIRD_PARTY` are ever imported.
+the snippet names (``….weekday`` on ``datetime``'s classes); ``df.…`` on pandas' DataFrame, by convention. Only
+standard-library modules and the few third-party ones in :data:`THIRD_PARTY` are ever imported.
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from embedlab.data.stdlib_docs import CODE_LIKE, split_summary
+
 THIRD_PARTY = frozenset({"numpy", "pandas"})
 ALIASES = {"np": "numpy", "pd": "pandas"}
+# receivers named by a convention as strong as an import: `df` is a pandas DataFrame in code that has one
+CONVENTIONAL_RECEIVERS = {"df": ("pandas", "DataFrame")}
 # importing these opens a browser or prints text
 _NEVER_IMPORT = frozenset({"antigravity", "this", "__main__"})
 _BUILTIN_TYPES: tuple[type, ...] = (str, list, dict, set, bytes, tuple, int, float)
-_SIGNATURE = re.compile(r"^[\w.]+\(.*\)\s*(?:-+>\s*(.*))?$")
 _MIN_WORDS = 3
 _MAX_CALLS = 3
 _MAX_QUOTED = 2
@@ -45,26 +48,18 @@ _MAX_LITERAL_CHARS = 30
 def summary(obj: Any) -> str | None:
     """The first sentence of an object's docstring, lower-cased like the middle of a question; None if it has none.
 
-    Builtins often open with signature lines: ``S.format(*args) -> str`` describes nothing and is skipped,
-    ``dict() -> new empty dictionary`` and ``D.update([E, ]**F) -> None.  Update D from dict/iterable E and F.``
-    keep their words after the arrow, "string, format -> new datetime parsed from a string" what follows it.
+    The sentence is :func:`~embedlab.data.stdlib_docs.split_summary`'s, as the bundled data set takes it. Where
+    that reads as code, as in builtins that open with signatures, the words after the first arrow are taken:
+    ``dict() -> new empty dictionary``, ``D.update([E, ]**F) -> None.  Update D from dict/iterable E and F.``
     """
     doc = inspect.getdoc(obj)
-    for paragraph in (doc or "").split("\n\n")[:2]:
-        lines: list[str] = []
-        for line in (line.strip() for line in paragraph.splitlines()):
-            signature = _SIGNATURE.match(line)
-            returned = (signature.group(1) or "") if signature else line.split("->", 1)[1] if "->" in line else None
-            if returned is None:
-                lines.append(line)
-                continue
-            # "None.  Update D ..." -> "Update D ...": the returned type is not a description
-            described = re.sub(r"^\w+\.\s+", "", returned.strip())
-            if not lines and len(described.split()) >= _MIN_WORDS:
-                lines.append(described)
-                break
-        sentence = re.split(r"(?<=[a-z0-9)])\.(\s|$)", " ".join(lines), maxsplit=1)[0].strip().rstrip(".:")
-        if len(sentence.split()) >= _MIN_WORDS:
+    if not doc:
+        return None
+    # "None.  Update D ..." -> "Update D ...": the returned type is not a description
+    arrow = re.match(r".*?-{1,2}>\s*(?:\w+\.\s+)?(.+)", doc.splitlines()[0])
+    for candidate in (split_summary(doc)[0], split_summary(arrow.group(1))[0] if arrow else ""):
+        sentence = candidate.rstrip(".:")
+        if len(sentence.split()) >= _MIN_WORDS and not CODE_LIKE.search(sentence) and not sentence.startswith(">>>"):
             # "Return ..." -> "return ...", but acronyms ("UTF-8 ...", "OS ...") keep their case
             return sentence if sentence[:2].isupper() else sentence[0].lower() + sentence[1:]
     return None
@@ -122,6 +117,13 @@ def _receiver_type(node: ast.expr) -> type | None:
     return {ast.List: list, ast.ListComp: list, ast.Dict: dict, ast.DictComp: dict, ast.Set: set}.get(type(node))
 
 
+def _base_name(node: ast.expr) -> str | None:
+    """The name a receiver expression starts from: ``df['a'].groupby('b')`` -> "df"."""
+    while isinstance(node, ast.Attribute | ast.Subscript | ast.Call):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
 def resolve_call(func: ast.expr, modules: tuple[str, ...]) -> Any | None:
     """The object a call's ``func`` names, found without running the snippet (see the module docstring)."""
     names = _dotted(func)
@@ -140,23 +142,38 @@ def resolve_call(func: ast.expr, modules: tuple[str, ...]) -> Any | None:
     literal = _receiver_type(func.value)
     if literal is not None:
         return getattr(literal, func.attr, None)
+    convention = CONVENTIONAL_RECEIVERS.get(_base_name(func.value) or "")
+    module = _module(convention[0]) if convention else None
+    owner = _walk(module, [convention[1]]) if module is not None and convention else None
+    if owner is not None and hasattr(owner, func.attr):
+        return getattr(owner, func.attr)
     for owner in (*_BUILTIN_TYPES, *(cls for name in modules for cls in _classes_of(name))):
         if func.attr in vars(owner):
             return getattr(owner, func.attr)
     return None
 
 
-def _is_variable(name: str, modules: set[str]) -> bool:
-    return not hasattr(builtins, name) and name not in modules and name not in ALIASES
-
-
 def _quoted(tree: ast.AST, modules: set[str]) -> Iterator[str]:
-    """The snippet's short literals and variable names, as a question quotes them."""
+    """The snippet's short string literals and variable names, as a question quotes them.
+
+    Names bound inside the snippet's comprehensions and lambdas (``x`` in ``[f(x) for x in rows]``) are its own
+    workings, not what a person would name.
+    """
+    internal = {
+        n.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.comprehension)
+        for n in ast.walk(node.target)
+        if isinstance(n, ast.Name)
+    }
+    internal |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.Lambda) for a in node.args.args}
+    # names assigned to are the snippet's result, not what a person would name
+    skipped = internal | modules | ALIASES.keys() | set(dir(builtins))
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip():
             if len(node.value) <= _MAX_LITERAL_CHARS:
                 yield repr(node.value)
-        elif isinstance(node, ast.Name) and len(node.id) > 2 and _is_variable(node.id, modules):
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in skipped:
             yield f"`{node.id}`"
 
 
