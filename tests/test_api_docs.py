@@ -48,11 +48,12 @@ def test_only_standard_library_and_listed_modules_are_imported() -> None:
     # run apart: the test process may already hold any module
     code = (
         "import sys; from embedlab.finetune.api_docs import describe_snippet; "
-        "describe_snippet('antigravity.fly(); this.s.upper(); requests.get(url)'); "
-        "print('antigravity' in sys.modules, 'this' in sys.modules)"
+        "describe_snippet('antigravity.fly(); this.s.upper(); __hello__.main(); idlelib.idle.run(); "
+        "seaborn.heatmap(df)'); "
+        "print(*(m in sys.modules for m in ('antigravity', 'this', '__hello__', 'idlelib.idle', 'seaborn')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False"] * 5  # seaborn is installed here, but not listed
 
 
 def test_most_conala_snippets_get_a_query_made_of_documentation_words(shared_data: Path) -> None:
@@ -69,7 +70,16 @@ def test_most_conala_snippets_get_a_query_made_of_documentation_words(shared_dat
         for p in pairs
     ]
     assert sorted(fresh)[len(fresh) // 2] > 0.5
-    assert len(pseudo_pairs(corpus, ["api-docs"], per_kind=100, seed=0)) == 100
+    capped = pseudo_pairs(corpus, ["api-docs"], per_kind=100, seed=0)
+    assert len({p.positive_id for p in capped}) == 100  # the cap counts documents
+    # a snippet of several documented calls gets the joined question and one question per call
+    per_document: dict[str, list[str]] = {}
+    for pair in pairs:
+        per_document.setdefault(pair.positive_id, []).append(pair.example.query)
+    several = [queries for queries in per_document.values() if len(queries) > 1]
+    assert several and all(len(queries) in (3, 4) for queries in several)
+    # (a description has at least three words)
+    assert all(len(q) < len(joined) and " ".join(q.split()[:3]) in joined for joined, *calls in several for q in calls)
 
 
 def test_finetune_trains_on_docstring_questions_labelled_by_a_teacher(small_conala: Path, tmp_path: Path) -> None:

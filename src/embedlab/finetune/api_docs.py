@@ -36,8 +36,10 @@ THIRD_PARTY = frozenset({"numpy", "pandas"})
 ALIASES = {"np": "numpy", "pd": "pandas"}
 # receivers named by a convention as strong as an import: `df` is a pandas DataFrame in code that has one
 CONVENTIONAL_RECEIVERS = {"df": ("pandas", "DataFrame")}
-# importing these opens a browser or prints text
-_NEVER_IMPORT = frozenset({"antigravity", "this", "__main__"})
+# importing these opens a browser or a window, or prints text
+_NEVER_IMPORT = frozenset(
+    {"antigravity", "this", "__hello__", "__phello__", "__main__", "idlelib", "tkinter", "turtle", "turtledemo"}
+)
 _BUILTIN_TYPES: tuple[type, ...] = (str, list, dict, set, bytes, tuple, int, float)
 _MIN_WORDS = 3
 _MAX_CALLS = 3
@@ -177,12 +179,13 @@ def _quoted(tree: ast.AST, modules: set[str]) -> Iterator[str]:
             yield f"`{node.id}`"
 
 
-def describe_snippet(code: str) -> str | None:
-    """A question-like query for a Python snippet from what its calls' docstrings say; None if nothing resolves."""
+def snippet_descriptions(code: str) -> tuple[list[str], list[str]]:
+    """What a Python snippet's calls do (their docstrings' first sentences, outermost call first, at most three)
+    and the names and literals it quotes; two empty lists for text that is not Python."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
-        return None
+        return [], []
     named = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     modules = tuple(sorted(n for n in named if _module(n) is not None))
     descriptions: list[str] = []
@@ -194,7 +197,11 @@ def describe_snippet(code: str) -> str | None:
                 descriptions.append(text)
         if len(descriptions) == _MAX_CALLS:
             break
-    if not descriptions:
-        return None
-    quoted = list(dict.fromkeys(_quoted(tree, set(modules))))[:_MAX_QUOTED]
-    return "; ".join(descriptions) + (" " + " ".join(quoted) if quoted else "")
+    quoted = list(dict.fromkeys(_quoted(tree, set(modules))))[:_MAX_QUOTED] if descriptions else []
+    return descriptions, quoted
+
+
+def describe_snippet(code: str) -> str | None:
+    """A question-like query for a Python snippet from what its calls' docstrings say; None if nothing resolves."""
+    descriptions, quoted = snippet_descriptions(code)
+    return "; ".join(descriptions) + "".join(f" {q}" for q in quoted) if descriptions else None

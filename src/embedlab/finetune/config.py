@@ -80,7 +80,7 @@ class FinetuneConfig(BaseModel):
     )
     # api-docs makes nothing for text that is not Python (none of SciFact's abstracts or nl2bash's commands), and
     # for code it is the nearest to a person's question: CoNaLa cross-source (teacher mpnet-base) +1.48 nDCG@10
-    # with keyword queries alone, +3.52 (95% CI +1.88 … +5.17) with docstring questions beside them.
+    # with keyword queries alone, +3.76 (95% CI +2.16 … +5.41) with docstring questions beside them.
     pseudo_queries: tuple[PseudoQueryKind, ...] = ("title", "cloze", "keywords", "api-docs")
     # 20,000 is about what 15 minutes of 2 CPU cores train on in one epoch. A lower cap leaves documents without a
     # query, and the budget, not the cap, bounds the training time: nl2bash cross-source (10,624 commands,

@@ -243,26 +243,32 @@ def keyword_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> l
 
 
 def api_doc_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> list[TrainPair]:
-    """For Python code: a question written from the docstrings of what a snippet calls, and its literal names.
+    """For Python code: questions written from the docstrings of what a snippet calls, and its quoted names.
 
     ``bytes.fromhex('4a4b4c').decode('utf-8')`` -> "decode the bytes using the codec registered for encoding;
-    create a bytes object from a string of hexadecimal numbers 'utf-8' '4a4b4c'" (:mod:`embedlab.finetune.api_docs`).
-    Documents that are not Python, or call nothing documented, get none.
+    create a bytes object from a string of hexadecimal numbers 'utf-8' '4a4b4c'" (:mod:`embedlab.finetune.api_docs`),
+    and, where a snippet makes several documented calls, one question per call as well. Documents that are not
+    Python, or call nothing documented, get none.
     """
-    from embedlab.finetune.api_docs import describe_snippet
+    from embedlab.finetune.api_docs import snippet_descriptions
 
-    described = [(d, describe_snippet(d.text)) for d in corpus]
-    usable = {id(d): query for d, query in described if query}
-    chosen = _sample([d for d, _ in described if id(d) in usable], limit, seed)
-    return [
-        TrainPair(
-            example=TrainingExample(query=usable[id(d)], positive=d.full_text),
-            origin="api-docs",
-            positive_id=d.id,
-            positive_ids=frozenset({d.id}),
-        )
-        for d in chosen
-    ]
+    described = [(d, *snippet_descriptions(d.text)) for d in corpus]
+    usable = {id(d): (calls, quoted) for d, calls, quoted in described if calls}
+    out = []
+    for doc in _sample([d for d, _, _ in described if id(d) in usable], limit, seed):
+        calls, quoted = usable[id(doc)]
+        names = "".join(f" {q}" for q in quoted)
+        queries = ["; ".join(calls) + names, *([c + names for c in calls] if len(calls) > 1 else [])]
+        out += [
+            TrainPair(
+                example=TrainingExample(query=query, positive=doc.full_text),
+                origin="api-docs",
+                positive_id=doc.id,
+                positive_ids=frozenset({doc.id}),
+            )
+            for query in queries
+        ]
+    return out
 
 
 PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs, "keywords": keyword_pairs, "api-docs": api_doc_pairs}
