@@ -169,19 +169,22 @@ def _quoted(tree: ast.AST, modules: set[str]) -> Iterator[str]:
         if isinstance(n, ast.Name)
     }
     internal |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.Lambda) for a in node.args.args}
-    # names assigned to are the snippet's result, not what a person would name
     skipped = internal | modules | ALIASES.keys() | set(dir(builtins))
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip():
             if len(node.value) <= _MAX_LITERAL_CHARS:
                 yield repr(node.value)
+        # a name assigned to (``r = ...``) is the snippet's result, not what a person would name
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in skipped:
             yield f"`{node.id}`"
 
 
 def snippet_descriptions(code: str) -> tuple[list[str], list[str]]:
-    """What a Python snippet's calls do (their docstrings' first sentences, outermost call first, at most three)
-    and the names and literals it quotes; two empty lists for text that is not Python."""
+    """What a Python snippet's calls do, and what it quotes; two empty lists for text that is not Python.
+
+    The descriptions are the first sentences of the callees' docstrings, outermost call first, at most three; the
+    quotes are up to two of its string literals and the names it reads.
+    """
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
