@@ -259,7 +259,7 @@ def test_step_estimate_times_batches_of_the_run_and_leaves_the_model_unchanged(s
     """nl2bash commands sorted short to long: the first batch is no typical batch, the run's own batches are."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from embedlab.finetune.losses import LossData
     from embedlab.finetune.train import measure_step_seconds, training_batches
