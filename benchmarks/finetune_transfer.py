@@ -69,6 +69,7 @@ EMBEDLAB_ARMS: dict[str, dict[str, Any]] = {
     "no-hn": {"hard_negatives": 0},
     "epochs1": {"epochs": 1.0},
     "random-batches": {"batch_order": "random"},  # the batch order before 2026-12-03 (session 23)
+    "msl128": {"max_seq_length": 128},  # the longest batches cost far more than their tokens (2026-12-04)
     "teacher-bm25": {"teacher": "bm25"},
     "teacher-hybrid": {"teacher": "hybrid:mpnet-base"},
     "teacher-mpnet": {"teacher": "mpnet-base"},
