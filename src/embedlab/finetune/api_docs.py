@@ -204,7 +204,19 @@ def snippet_descriptions(code: str) -> tuple[list[str], list[str]]:
     return descriptions, quoted
 
 
+def snippet_questions(code: str) -> list[str]:
+    """Questions for a Python snippet; none for text that is not Python or calls nothing documented.
+
+    The first joins its calls' descriptions; where there are several, one question per call follows. Each ends with
+    what the snippet quotes.
+    """
+    descriptions, quoted = snippet_descriptions(code)
+    names = "".join(f" {q}" for q in quoted)
+    each = descriptions if len(descriptions) > 1 else []
+    return [f"{'; '.join(descriptions)}{names}", *(d + names for d in each)] if descriptions else []
+
+
 def describe_snippet(code: str) -> str | None:
     """A question-like query for a Python snippet from what its calls' docstrings say; None if nothing resolves."""
-    descriptions, quoted = snippet_descriptions(code)
-    return "; ".join(descriptions) + "".join(f" {q}" for q in quoted) if descriptions else None
+    questions = snippet_questions(code)
+    return questions[0] if questions else None

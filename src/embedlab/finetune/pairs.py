@@ -250,25 +250,20 @@ def api_doc_pairs(corpus: Iterable[Document], *, limit: int, seed: int = 0) -> l
     and, where a snippet makes several documented calls, one question per call as well. Documents that are not
     Python, or call nothing documented, get none.
     """
-    from embedlab.finetune.api_docs import snippet_descriptions
+    from embedlab.finetune.api_docs import snippet_questions
 
-    described = [(d, *snippet_descriptions(d.text)) for d in corpus]
-    usable = {id(d): (calls, quoted) for d, calls, quoted in described if calls}
-    out = []
-    for doc in _sample([d for d, _, _ in described if id(d) in usable], limit, seed):
-        calls, quoted = usable[id(doc)]
-        names = "".join(f" {q}" for q in quoted)
-        queries = ["; ".join(calls) + names, *([c + names for c in calls] if len(calls) > 1 else [])]
-        out += [
-            TrainPair(
-                example=TrainingExample(query=query, positive=doc.full_text),
-                origin="api-docs",
-                positive_id=doc.id,
-                positive_ids=frozenset({doc.id}),
-            )
-            for query in queries
-        ]
-    return out
+    documents = list(corpus)
+    questions = {id(d): snippet_questions(d.text) for d in documents}
+    return [
+        TrainPair(
+            example=TrainingExample(query=query, positive=doc.full_text),
+            origin="api-docs",
+            positive_id=doc.id,
+            positive_ids=frozenset({doc.id}),
+        )
+        for doc in _sample([d for d in documents if questions[id(d)]], limit, seed)
+        for query in questions[id(doc)]
+    ]
 
 
 PSEUDO_QUERY_MAKERS = {"title": title_pairs, "cloze": cloze_pairs, "keywords": keyword_pairs, "api-docs": api_doc_pairs}
