@@ -93,7 +93,7 @@ def test_finetune_trains_on_docstring_questions_labelled_by_a_teacher(small_cona
     out = tmp_path / "ft"
     args = ["finetune", "--data", str(small_conala), "--out", str(out), "--teacher", "bm25", "--train-queries",
             "corpus", "--pseudo-queries", "keywords,api-docs", "--epochs", "1", "--batch-size", "8",
-            "--max-seq-length", "64", "--precision", "fp32", "--time-budget", "0"]  # fmt: skip
+            "--precision", "fp32", "--time-budget", "0"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "finetune.json").read_text())
@@ -102,3 +102,6 @@ def test_finetune_trains_on_docstring_questions_labelled_by_a_teacher(small_cona
     assert payload["config"]["pseudo_queries"] == ["keywords", "api-docs"]
     assert payload["teacher"]["examples"] > made["keywords"] // 2
     assert payload["training"]["steps"] > 0
+    # One-line snippets and questions: trained at a length that fits them (a multiple of 64), saved at 256.
+    assert payload["training"]["train_seq_length"] in (64, 128, 192) and "training at" in result.output
+    assert json.loads((out / "model" / "sentence_bert_config.json").read_text())["max_seq_length"] == 256

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embedlab.finetune.batches import LengthGroupedBatchSampler, batch_tokens
+from embedlab.finetune.batches import LengthGroupedBatchSampler, batch_tokens, token_lengths, training_length
 from embedlab.finetune.train import base_model_path
 
 pytestmark = pytest.mark.slow
@@ -82,3 +82,18 @@ def test_repeated_texts_wait_for_another_batch(tokenizer: Any) -> None:
     assert all(sum(1 for i in batch if i < 40) <= 1 for batch in batches)
     plain = _sampler(columns, tokenizer, unique=False).batches()
     assert any(sum(1 for i in batch if i < 40) > 1 for batch in plain)
+
+
+def test_training_length_cuts_only_the_longest_thousandth(
+    nl2bash_pairs: dict[str, list[str]], tokenizer: Any, shared_data: Path
+) -> None:
+    """nl2bash: a few very long commands, cut; SciFact: abstracts fill MiniLM's 256 tokens, kept whole."""
+    columns = [nl2bash_pairs["anchor"], nl2bash_pairs["positive"]]
+    cap, longer = training_length(tokenizer, columns, 256)
+    lengths = np.concatenate([token_lengths(tokenizer, texts, 256) for texts in columns])
+    assert cap < 256 and cap % 64 == 0
+    assert longer == int((lengths > cap).sum()) and 0 < longer <= 0.001 * len(lengths)
+    assert (lengths > cap - 64).sum() > 0.001 * len(lengths)  # the smallest multiple of 64 that fits 99.9%
+
+    abstracts = [json.loads(line)["text"] for line in (shared_data / "scifact" / "corpus.jsonl").open()][:400]
+    assert training_length(tokenizer, [abstracts], 256) == (256, 0)

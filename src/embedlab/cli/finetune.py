@@ -161,7 +161,13 @@ def finetune(
             help="Minutes of training at most (0: no limit); the learning rate decays to zero by the deadline."
         ),
     ] = 15.0,
-    max_seq_length: Annotated[int | None, typer.Option(help="Tokens per text while training.")] = None,
+    max_seq_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens per text while training [default: 99.9% of the training texts fit, rounded up to 64]; "
+            "the saved model reads the base length."
+        ),
+    ] = None,
     k: Annotated[str, typer.Option("--k", help="Cut-offs for every metric.")] = "1,3,10,100",
     seed: Annotated[int, typer.Option(help="Seed for splits, sampling and training.")] = 0,
     duplicate_judgements: DuplicateJudgementsOption = "error",

@@ -41,6 +41,31 @@ def token_lengths(tokenizer: Any, texts: Sequence[str], max_length: int | None) 
     return np.array([counts[text] for text in texts], dtype=np.int64)
 
 
+def training_length(
+    tokenizer: Any,
+    columns: Sequence[Sequence[str]],
+    max_length: int,
+    *,
+    quantile: float = 0.999,
+    multiple: int = 64,
+) -> tuple[int, int]:
+    """Tokens a text to train at, and how many texts are longer: the ``quantile`` of the lengths of all texts
+    in ``columns``, rounded up to a ``multiple`` and at most ``max_length``.
+
+    A step's time grows faster than its padded tokens at the top end: on nl2bash one batch padded to 610 tokens
+    (the 8 commands of 10,624 longer than 128 tokens) took 23 s where batches of 50–260 tokens take 0.4–1.9 s
+    (AMD EPYC, 2 cores). Truncated to 128 tokens in training only (inference keeps the base length), a
+    fifteen-minute run finished all 804 planned steps instead of 714 and scored 75.46 nDCG@10 instead of 74.93.
+    All columns pooled: the mined negatives are the longest column (long commands are near many queries), and its
+    own 99.9th percentile (nl2bash: 192 tokens) would keep most of the costly batches. SciFact's abstracts mostly
+    fill MiniLM's 256 tokens, so they keep them.
+    """
+    lengths = np.concatenate([token_lengths(tokenizer, texts, max_length) for texts in columns])
+    longest = int(np.ceil(np.quantile(lengths, quantile)))
+    cap = min(max_length, multiple * math.ceil(longest / multiple))
+    return cap, int((lengths > cap).sum())
+
+
 def batch_tokens(lengths: np.ndarray, batches: Sequence[Sequence[int]]) -> np.ndarray:
     """Padded tokens of each batch: every text column padded to its longest text in the batch, summed.
 

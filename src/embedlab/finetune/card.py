@@ -111,6 +111,7 @@ def render_model_card(result: dict[str, Any]) -> str:
         "",
         f"Loss `{config['loss']}`"
         + (f", precision {training['precision']}" if "precision" in training else "")
+        + (f", {training['train_seq_length']} tokens a text" if training.get("train_seq_length") else "")
         + f"; training took {training['train_seconds']:.0f} s; the whole run {result['wall_seconds']:.0f} s.",
         "",
         markdown_table(["hyperparameter", "value"], hyper),

@@ -62,7 +62,10 @@ class FinetuneConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_seq_length: int | None = Field(
-        None, ge=8, description="tokens per text in training; the saved model keeps the base length"
+        None,
+        ge=8,
+        description="tokens per text in training (unset: the 99.9th percentile of each text column's lengths, "
+        "rounded up to 64, at most the base length); the saved model keeps the base length",
     )
     seed: int = 0
 

@@ -87,6 +87,7 @@ class TrainOutcome:
     kept_base: bool = False
     budget_note: str | None = None
     loss_history: list[dict[str, float]] = field(default_factory=list)
+    train_seq_length: int | None = None
 
     @property
     def dev_best(self) -> float | None:
@@ -111,6 +112,7 @@ class TrainOutcome:
             "kept_base": self.kept_base,
             "budget_note": self.budget_note,
             "loss_history": self.loss_history,
+            "train_seq_length": self.train_seq_length,
         }
 
 
@@ -379,7 +381,7 @@ def train_model(
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import TrainerCallback
 
-    from embedlab.finetune.batches import LengthGroupedBatchSampler
+    from embedlab.finetune.batches import LengthGroupedBatchSampler, text_columns, training_length
     from embedlab.models.encoders import cpu_threads
 
     torch.set_num_threads(config.threads or cpu_threads())
@@ -392,6 +394,16 @@ def train_model(
     inference_length = model.max_seq_length
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
+    elif inference_length is not None:
+        columns = [part.data.columns[name] for part in parts.values() for name in text_columns(part.data.columns)]
+        cap, longer = training_length(model.tokenizer, columns, inference_length)
+        if cap < inference_length:
+            model.max_seq_length = cap
+            echo(
+                f"training at {cap} tokens a text (the model reads {inference_length}): {longer} of "
+                f"{sum(map(len, columns))} training texts are longer and are truncated while training"
+            )
+    train_seq_length = model.max_seq_length
     losses = {name: build_loss(part.loss, model, config, part.make) for name, part in parts.items()}
     datasets = {name: _dataset(part.data) for name, part in parts.items()}
     batch_size = min(config.batch_size, max(part.data.rows for part in parts.values()))
@@ -605,4 +617,5 @@ def train_model(
         kept_base=kept_base,
         budget_note=budget_note,
         loss_history=loss_history,
+        train_seq_length=train_seq_length,
     )
