@@ -213,6 +213,24 @@ def test_pseudo_queries_from_real_abstracts(scifact_small: RetrievalDataset) -> 
     assert len(judged) == sum(len(d) for d in scifact_small.qrels.values())
 
 
+def test_a_folder_without_queries_gets_pseudo_max_queries_of_each_kind(
+    scifact_small: RetrievalDataset, tmp_path: Path
+) -> None:
+    """``pseudo_max`` is per kind on every path: 6 documents of each of two kinds, not 6 shared between them."""
+    from embedlab.finetune.run import load_finetune_data
+
+    folder = tmp_path / "abstracts"
+    folder.mkdir()
+    for doc in scifact_small.corpus[:30]:
+        page = f"<html><head><title>{doc.title}</title></head><body><p>{doc.text}</p></body></html>"
+        (folder / f"{doc.id}.html").write_text(page, encoding="utf-8")
+    config = FinetuneConfig.create(pseudo_queries=("title", "cloze"), pseudo_max=6)
+    loaded = load_finetune_data(folder, config)
+    made = [p.origin for p in loaded.pseudo]
+    assert made.count("title") == 6 and made.count("cloze") == 6
+    assert len(loaded.train.queries) + len(loaded.test.queries) == 12
+
+
 @pytest.fixture
 def chat_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []

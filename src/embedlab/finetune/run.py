@@ -55,7 +55,6 @@ from embedlab.finetune.config import FinetuneConfig
 from embedlab.finetune.losses import LossPart, get_loss, loss_data
 from embedlab.finetune.negatives import MiningReport, mine_hard_negatives
 from embedlab.finetune.pairs import (
-    PSEUDO_QUERY_MAKERS,
     PairSet,
     TrainPair,
     llm_pairs,
@@ -475,10 +474,7 @@ def load_finetune_data(data: str | os.PathLike[str], config: FinetuneConfig, *, 
         echo(note)
         train, test = holdout_split(dataset, fraction=config.test_fraction, seed=config.seed)
         return _Loaded(train, test, notes=(note,))
-    pairs: list[TrainPair] = []
-    per_kind = max(1, config.pseudo_max // max(1, len(config.pseudo_queries)))
-    for kind in config.pseudo_queries:
-        pairs += PSEUDO_QUERY_MAKERS[kind](dataset.corpus, limit=per_kind, seed=config.seed)
+    pairs = pseudo_pairs(dataset.corpus, config.pseudo_queries, per_kind=config.pseudo_max, seed=config.seed)
     if len(pairs) < 4:
         raise EmbedlabError(
             f"{data}: no queries, and only {len(pairs)} pseudo-queries could be made from the documents "

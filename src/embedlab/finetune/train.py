@@ -424,6 +424,7 @@ def train_model(
     # 1. Precision, measured (or kept from the interrupted run, so a resumed run trains the same way).
     if "precision" in saved:
         precision, step_seconds = saved["precision"], dict(saved["step_seconds"])
+        echo(f"a training step, timed before the interruption: {step_seconds[precision]:.2f} s in {precision}")
     else:
         candidates = (
             ["fp32"] if config.precision == "fp32" else ["bf16"] if config.precision == "bf16" else ["fp32", "bf16"]
