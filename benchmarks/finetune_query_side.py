@@ -14,7 +14,9 @@ query's candidates:
 - loss: KL divergence between that distribution and the student's softmax over ``--scale`` × cosine, the
   documents' vectors fixed (so the index built with the base model stays valid after fine-tuning).
 
-It prints nDCG@10 on the dev queries and the held-out test queries every ``--eval-every`` steps, base first.
+Training is the library's own loop (``embedlab.finetune.query_side.train_query_encoder``, as ``--train-side query``
+runs it). It prints nDCG@10 on the dev queries and the held-out test queries every ``--eval-every`` steps, base
+first, then the test score of the step the dev queries chose (the test queries never choose).
 
 Example::
 
@@ -25,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import random
 import time
 from pathlib import Path
 
@@ -40,10 +40,22 @@ from embedlab.data.loaders import load_beir
 from embedlab.embedding import EmbeddingCache, embed
 from embedlab.evaluate.metrics import evaluate_run
 from embedlab.finetune.pairs import TrainPair, pairs_from_judgements, pseudo_pairs
+from embedlab.finetune.query_side import candidate_rows, train_query_encoder
 from embedlab.finetune.splits import make_splits, near_duplicate_key
 from embedlab.finetune.teacher import load_teacher
+from embedlab.manifest import hardware
 from embedlab.models.loading import load_encoder
 from embedlab.retrieval import exact_top_k
+
+
+def ranked_ndcg_at_10(dataset: RetrievalDataset, scores: NDArray[np.float32], rows: NDArray[np.int64]) -> float:
+    """nDCG@10 (points) of each query's corpus ``rows`` ranked by ``scores`` (same shape)."""
+    ids = [d.id for d in dataset.corpus]
+    run = {
+        q.id: {ids[int(j)]: float(s) for s, j in zip(srow, jrow, strict=True)}
+        for q, srow, jrow in zip(dataset.queries, scores, rows, strict=True)
+    }
+    return 100 * evaluate_run(run, dataset.qrels, ["ndcg@10"]).means["ndcg@10"]
 
 
 def ndcg_at_10(model: SentenceTransformer, dataset: RetrievalDataset, documents: NDArray[np.float32]) -> float:
@@ -55,12 +67,7 @@ def ndcg_at_10(model: SentenceTransformer, dataset: RetrievalDataset, documents:
         )
     model.train()
     scores, rows = exact_top_k(np.asarray(queries, dtype=np.float32), documents, 10)
-    ids = [d.id for d in dataset.corpus]
-    run = {
-        q.id: {ids[int(j)]: float(s) for s, j in zip(srow, jrow, strict=True)}
-        for q, srow, jrow in zip(dataset.queries, scores, rows, strict=True)
-    }
-    return 100 * evaluate_run(run, dataset.qrels, ["ndcg@10"]).means["ndcg@10"]
+    return ranked_ndcg_at_10(dataset, scores, np.asarray(rows, dtype=np.int64))
 
 
 def main() -> None:
@@ -83,12 +90,11 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     started = time.perf_counter()
     cache_root = os.environ.get("EMBEDLAB_CACHE")
     cache = EmbeddingCache(Path(cache_root)) if cache_root else None
-    print(f"CPU: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
+    machine = hardware()
+    print(f"CPU: {machine['cpu']} ({', '.join(machine['cpu_flags'])}), torch threads {torch.get_num_threads()}")
 
     train, test = load_beir(args.data, "train"), load_beir(args.data, "test")
     splits = make_splits(train, test, dev_fraction=0.1, seed=args.seed)  # as its README figures were measured
@@ -107,55 +113,57 @@ def main() -> None:
     print(f"{len(pairs)} training queries")
 
     base_queries = embed(base, queries, role="query", cache=cache, show_progress=True)
-    _, found = exact_top_k(base_queries, documents, args.depth)
-    rows = np.asarray(found, dtype=np.int64)
-    for i, pair in enumerate(pairs):
-        if row_of[pair.positive_id] not in rows[i]:
-            rows[i, -1] = row_of[pair.positive_id]
+    rows = candidate_rows(base_queries, documents, [row_of[p.positive_id] for p in pairs], depth=args.depth)
     teacher = load_teacher(args.teacher, corpus, cache=cache, show_progress=True)
     labels = np.concatenate(
         [teacher.score(queries[s : s + 2048], rows[s : s + 2048]) for s in range(0, len(queries), 2048)]
     )
     print(f"teacher {args.teacher} scored {rows.size} (query, candidate) pairs ({time.perf_counter() - started:.0f} s)")
+    # The teacher reranking the base's candidates is what a student distilled from it can reach, at best.
+    test_texts = [q.text for q in splits.test.queries]
+    test_rows = candidate_rows(
+        embed(base, test_texts, role="query", cache=cache), documents, [None] * len(test_texts), depth=args.depth
+    )
+    ceiling = ranked_ndcg_at_10(splits.test, teacher.score(test_texts, test_rows), test_rows)
+    print(f"teacher reranking the base's top {args.depth} for the test queries: {ceiling:.2f}")
 
     model: SentenceTransformer = base.model
-    before = ndcg_at_10(model, splits.dev, documents), ndcg_at_10(model, splits.test, documents)
-    print(f"base: dev {before[0]:.2f}  test {before[1]:.2f}")
-    fixed = torch.from_numpy(documents)
-    targets = torch.softmax(torch.from_numpy(labels) / args.tau, dim=-1)
-    candidates = torch.from_numpy(rows)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
-    steps = int(args.epochs * len(queries) / args.batch_size)
-    warmup = max(1, round(0.1 * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    base_test = ndcg_at_10(model, splits.test, documents)
+    curve: list[tuple[float, float]] = []
+
+    def dev_then_test(tuned: SentenceTransformer) -> float:
+        """The library's dev score, with the held-out test score printed beside it (never used to choose)."""
+        dev, held_out = ndcg_at_10(tuned, splits.dev, documents), ndcg_at_10(tuned, splits.test, documents)
+        curve.append((dev, held_out))
+        step = min(args.eval_every * (len(curve) - 1), int(args.epochs * len(queries) / args.batch_size))
+        print(
+            f"step {step}: dev {dev:.2f} ({dev - curve[0][0]:+.2f})  test {held_out:.2f} ({held_out - base_test:+.2f})"
+            f"  ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        return dev
+
+    outcome = train_query_encoder(
+        model,
+        queries,
+        rows,
+        labels,
+        documents,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        tau=args.tau,
+        scale=args.scale,
+        seed=args.seed,
+        dev_score=dev_then_test,
+        eval_steps=args.eval_every,
+        show_progress=True,
     )
-    order = list(range(len(queries)))
-    step = 0
-    model.train()
-    while step < steps:
-        rng.shuffle(order)
-        for start in range(0, len(order) - args.batch_size + 1, args.batch_size):
-            if step >= steps:
-                break
-            batch = order[start : start + args.batch_size]
-            features = model.tokenize([queries[i] for i in batch])
-            vectors = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
-            logits = args.scale * torch.einsum("bd,bkd->bk", vectors, fixed[candidates[batch]])
-            loss = torch.nn.functional.kl_div(torch.log_softmax(logits, -1), targets[batch], reduction="batchmean")
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            if step % args.eval_every == 0 or step == steps:
-                dev = ndcg_at_10(model, splits.dev, documents)
-                held_out = ndcg_at_10(model, splits.test, documents)
-                elapsed = time.perf_counter() - started
-                print(
-                    f"step {step}/{steps}: loss {loss.item():.4f}  dev {dev:.2f} ({dev - before[0]:+.2f})  "
-                    f"test {held_out:.2f} ({held_out - before[1]:+.2f})  ({elapsed:.0f} s)"
-                )
+    kept = ndcg_at_10(model, splits.test, documents)
+    print(
+        f"dev-best step {outcome.best_step} of {outcome.steps}: test {base_test:.2f} -> {kept:.2f} "
+        f"({kept - base_test:+.2f}); {outcome.train_seconds:.0f} s of training"
+    )
 
 
 if __name__ == "__main__":
