@@ -407,3 +407,27 @@ def test_teacher_from_a_select_report_names_the_hybrids_dense_part(tmp_path: Pat
 def test_corpus_training_needs_a_teacher() -> None:
     with pytest.raises(EmbedlabError, match="teacher"):
         FinetuneConfig.create(train_queries="corpus")
+
+
+def test_teacher_advice_names_a_teacher_well_ahead_of_the_delivered_model() -> None:
+    """The figures of a real SciFact run (README): teacher 74.72 on dev, base 67.43, the candidate 70.52 rejected."""
+    from embedlab.finetune.run import teacher_advice
+
+    own = {"teacher_ndcg@10": 0.7472, "base_ndcg@10": 0.6743, "pool": 10, "queries": 55}
+
+    def record(tuned: float, significant: bool, base: float = 0.6743) -> dict[str, Any]:
+        decision = {"base_ndcg@10": base, "tuned_ndcg@10": tuned, "significant": significant, "p_value": 0.3}
+        return {"teacher": {"name": "hybrid:mpnet-base", "dev": own}, "dev_decision": decision}
+
+    rejected = teacher_advice(record(0.7052, False), "../shared/data/scifact")
+    assert rejected is not None
+    assert "74.72" in rejected and "7.29 above the base model" in rejected and "(67.43)" in rejected
+    assert "embedlab index --model hybrid:mpnet-base --data ../shared/data/scifact" in rejected
+    kept = teacher_advice(record(0.7201, True), "../shared/data/scifact")
+    assert kept is not None and "2.71 above the fine-tuned model" in kept
+    assert teacher_advice(record(0.7401, True), "d") is None  # within a point of the teacher: nothing to say
+    assert teacher_advice(record(0.7052, False, base=0.6650), "d") is None  # measured another way: no comparison
+    assert teacher_advice({"teacher": {"name": "bm25"}, "dev_decision": None}, "d") is None  # no teacher dev score
+    no_decision = teacher_advice({"teacher": {"name": "bm25", "dev": own}, "dev_decision": None}, "d")
+    assert no_decision is not None and "above the base model" in no_decision  # the base was kept before any gate
+    assert teacher_advice({"teacher": {"name": "bm25", "dev": own}, "dev_from_corpus_queries": "held out"}, "d") is None

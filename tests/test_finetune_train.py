@@ -105,6 +105,7 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     from typer.testing import CliRunner
 
     from embedlab.cli import app
+    from embedlab.finetune.run import teacher_advice
 
     held = tmp_path / "eval"
     (held / "qrels").mkdir(parents=True)
@@ -131,6 +132,8 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     assert payload["eval"]["data"]["queries"] == 8 and payload["data"]["in_distribution"] is False
     assert "on the --eval set" in result.stdout and "headline" in result.stdout
     assert payload["dev_decision"] is None or "significant" in payload["dev_decision"]
+    advice = teacher_advice(payload, str(small_beir))
+    assert advice is None or advice in payload["notes"]  # said in the report when the teacher stays ahead
     # --eval is the only judged data: corpus queries are held out as dev, so the base is still kept unless the
     # dev gain is significant
     out2 = tmp_path / "ft2"
@@ -143,6 +146,7 @@ def test_teacher_labels_corpus_queries_and_eval_is_the_headline(small_beir: Path
     assert "corpus queries held out as dev" in second["dev_from_corpus_queries"]
     assert second["data"]["dev"]["queries"] > 0
     assert second["dev_decision"] is not None or second["training"]["kept_base"]
+    assert teacher_advice(second, str(held)) is None  # corpus-query dev is no ground to send a user to the teacher
 
     # the labels are cached by content: a second labelling reads them back
     from embedlab.data.loaders import load_beir
