@@ -374,6 +374,15 @@ def test_teachers_score_relevant_documents_higher_and_margins_fit_the_loss(scifa
     bm25 = lexical.score(texts, rows)
     assert bm25.max() <= 1.0 + 1e-6 and bm25.min() >= 0
     assert np.allclose(hybrid.score(texts, rows), 0.5 * (dense.score(texts, rows) + bm25), atol=1e-5)
+    # `auto` is judged on a sample of the corpus the teacher scores, the one `select` judges on: the same backend,
+    # so select's cached vectors are found
+    from embedlab.finetune.teacher import DenseTeacher
+    from embedlab.models.backends.texts import corpus_sample
+
+    sample = corpus_sample(d.full_text for d in corpus)
+    assert isinstance(dense, DenseTeacher) and sample is not None
+    fixed = getattr(dense.encoder, "calibration_sample", None)
+    assert fixed is not None and fixed.digest == sample.digest
 
     triples = LabelledTriples(
         teacher="t",

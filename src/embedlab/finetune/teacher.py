@@ -206,16 +206,21 @@ def load_teacher(
     """The teacher called ``name`` (see the module docstring), bound to ``corpus``.
 
     A dense teacher runs on ``backend`` — by default ``auto``, the fastest backend whose vectors pass the quality
-    gate against float32 (a teacher is often the larger, slower model), and the one ``select`` used, so its
-    cached corpus vectors are reused.
+    gate against float32 (a teacher is often the larger, slower model), judged on a sample of ``corpus`` as
+    ``select`` judges it, so the corpus vectors ``select`` cached are reused.
     """
+    from embedlab.models.backends import using_corpus
     from embedlab.models.loading import load_encoder
 
     def dense(model: str) -> DenseTeacher:
         encoder = load_encoder(model, backend=backend)
         if encoder.spec.kind == "bm25":
             raise ModelError(f"teacher '{name}': '{model}' is lexical; name a dense model")
-        return DenseTeacher(encoder, corpus, cache=cache, show_progress=show_progress)
+        # `auto` judged on a sample of this corpus, as `select` judged it: the same backend, so the vectors select
+        # cached are found (judged on the bundled texts, mpnet-base chose openvino-bf16 where select, on
+        # SciFact, chose openvino-int8, and the teacher encoded the corpus again)
+        with using_corpus(d.full_text for d in corpus):
+            return DenseTeacher(encoder, corpus, cache=cache, show_progress=show_progress)
 
     if not corpus:
         raise EmbedlabError("a teacher needs a corpus to score")
